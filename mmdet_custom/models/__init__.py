@@ -1,0 +1,1 @@
+from . import backbones, dense_heads, detectors, necks, utils  # noqa: F401  (registers the modules)

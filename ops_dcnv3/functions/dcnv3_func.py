@@ -1,0 +1,140 @@
+"""DCNv3 core: the pure-PyTorch reference and the autograd function over the compiled extension.
+
+Semantics (facts file, section 2.2): input ``(N, H, W, G*Gc)`` channels-last, ``offset``
+``(N, H_out, W_out, G*K*2)`` with the (x, y) pair of point ``k`` of group ``g`` at ``(g*K + k)*2``,
+``mask`` ``(N, H_out, W_out, G*K)``; kernel point ``k = i*kernel_h + j`` with ``i`` the column (x) index as
+the outer loop. Sampling is bilinear with zeros outside the image, and ``offset_scale`` scales both the
+regular grid displacement and the learned offset.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _reference_points(H_: int, W_: int, H_out: int, W_out: int, device, dtype, kernel_h, kernel_w,
+                      dilation_h, dilation_w, stride_h, stride_w):
+    """Centre of each output position's regular grid, normalised by the padded input size (H_, W_)."""
+    half_h = (dilation_h * (kernel_h - 1)) // 2
+    half_w = (dilation_w * (kernel_w - 1)) // 2
+    ref_y, ref_x = torch.meshgrid(
+        torch.linspace(half_h + 0.5, half_h + 0.5 + (H_out - 1) * stride_h, H_out,
+                       dtype=dtype, device=device),
+        torch.linspace(half_w + 0.5, half_w + 0.5 + (W_out - 1) * stride_w, W_out,
+                       dtype=dtype, device=device),
+        indexing='ij')
+    ref_y = ref_y.reshape(-1)[None] / H_
+    ref_x = ref_x.reshape(-1)[None] / W_
+    return torch.stack((ref_x, ref_y), -1).reshape(1, H_out, W_out, 1, 2)
+
+
+def _dilation_grid(H_: int, W_: int, kernel_h, kernel_w, dilation_h, dilation_w, group, device, dtype):
+    """Regular kernel displacement of each point, normalised, ordered group-major then k = i*kernel_h + j."""
+    half_h = (dilation_h * (kernel_h - 1)) // 2
+    half_w = (dilation_w * (kernel_w - 1)) // 2
+    points = []
+    x, y = torch.meshgrid(
+        torch.linspace(-half_w, -half_w + (kernel_w - 1) * dilation_w, kernel_w, dtype=dtype, device=device),
+        torch.linspace(-half_h, -half_h + (kernel_h - 1) * dilation_h, kernel_h, dtype=dtype, device=device),
+        indexing='ij')  # x outer (column index i), y inner (row index j): k = i*kernel_h + j
+    points.extend([x / W_, y / H_])
+    grid = torch.stack(points, -1).reshape(-1, 1, 2).repeat(1, group, 1).permute(1, 0, 2)
+    return grid.reshape(1, 1, 1, group * kernel_h * kernel_w, 2)
+
+
+def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                       kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
+                       pad_h: int, pad_w: int, dilation_h: int, dilation_w: int,
+                       group: int, group_channels: int, offset_scale: float) -> torch.Tensor:
+    """Pure-PyTorch DCNv3 core built on ``F.grid_sample`` (differentiable, any floating dtype).
+
+    Unlike upstream, the spatial padding is applied to the right axes (upstream pads W by pad_h and H by
+    pad_w), and grids are built in the input's dtype rather than float32.
+    """
+    # F.pad pads the last dims first: (C: 0,0), (W: pad_w, pad_w), (H: pad_h, pad_h).
+    input = F.pad(input, [0, 0, pad_w, pad_w, pad_h, pad_h])
+    N_, H_in, W_in, _ = input.shape
+    _, H_out, W_out, _ = offset.shape
+    dtype, device = input.dtype, input.device
+
+    ref = _reference_points(H_in, W_in, H_out, W_out, device, dtype, kernel_h, kernel_w,
+                            dilation_h, dilation_w, stride_h, stride_w)
+    grid = _dilation_grid(H_in, W_in, kernel_h, kernel_w, dilation_h, dilation_w, group, device, dtype)
+    spatial_norm = torch.tensor([W_in, H_in], dtype=dtype, device=device).reshape(1, 1, 1, 2) \
+        .repeat(1, 1, 1, group * kernel_h * kernel_w)
+
+    sampling_locations = (ref + grid * offset_scale).repeat(N_, 1, 1, 1, 1).flatten(3, 4) \
+        + offset * offset_scale / spatial_norm
+
+    P_ = kernel_h * kernel_w
+    sampling_grids = 2 * sampling_locations - 1
+    # N_, H_in, W_in, G*Gc -> N_*G, Gc, H_in, W_in
+    input_ = input.view(N_, H_in * W_in, group * group_channels).transpose(1, 2) \
+        .reshape(N_ * group, group_channels, H_in, W_in)
+    # N_, H_out, W_out, G*P_*2 -> N_*G, H_out*W_out, P_, 2
+    sampling_grid_ = sampling_grids.view(N_, H_out * W_out, group, P_, 2).transpose(1, 2).flatten(0, 1)
+    # N_*G, Gc, H_out*W_out, P_
+    sampling_input_ = F.grid_sample(input_, sampling_grid_.to(input_.dtype), mode='bilinear',
+                                    padding_mode='zeros', align_corners=False)
+    # N_, H_out, W_out, G*P_ -> N_*G, 1, H_out*W_out, P_
+    mask = mask.view(N_, H_out * W_out, group, P_).transpose(1, 2) \
+        .reshape(N_ * group, 1, H_out * W_out, P_).to(sampling_input_.dtype)
+    output = (sampling_input_ * mask).sum(-1).view(N_, group * group_channels, H_out * W_out)
+    return output.transpose(1, 2).reshape(N_, H_out, W_out, -1).contiguous()
+
+
+_extension = None
+_extension_error: Exception | None = None
+
+
+def load_extension():
+    """The compiled ``ops_dcnv3._C`` module, or None where it is not built (imported once, lazily)."""
+    global _extension, _extension_error
+    if _extension is None and _extension_error is None:
+        try:
+            from .. import _C
+            _extension = _C
+        except ImportError as error:  # not built, or built against another torch
+            _extension_error = error
+    return _extension
+
+
+def extension_available() -> bool:
+    return load_extension() is not None
+
+
+class DCNv3Function(torch.autograd.Function):
+    """Autograd function over the compiled kernels; upstream's 15 arguments in upstream's order."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type='cuda')
+    def forward(ctx, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step):
+        ext = load_extension()
+        if ext is None:
+            raise RuntimeError(
+                f'ops_dcnv3: the compiled DCNv3 extension is not available ({_extension_error}); build it with '
+                '`make setup` or `cd ops_dcnv3 && sh make.sh`, or use dcnv3_core_pytorch')
+        ctx.kernel_h, ctx.kernel_w = kernel_h, kernel_w
+        ctx.stride_h, ctx.stride_w = stride_h, stride_w
+        ctx.pad_h, ctx.pad_w = pad_h, pad_w
+        ctx.dilation_h, ctx.dilation_w = dilation_h, dilation_w
+        ctx.group, ctx.group_channels = group, group_channels
+        ctx.offset_scale, ctx.im2col_step = offset_scale, im2col_step
+        input, offset, mask = input.contiguous(), offset.contiguous(), mask.contiguous()
+        output = ext.dcnv3_forward(
+            input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+            dilation_h, dilation_w, group, group_channels, offset_scale, ctx.im2col_step)
+        ctx.save_for_backward(input, offset, mask)
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type='cuda')
+    def backward(ctx, grad_output):
+        input, offset, mask = ctx.saved_tensors
+        grad_input, grad_offset, grad_mask = load_extension().dcnv3_backward(
+            input, offset, mask, ctx.kernel_h, ctx.kernel_w, ctx.stride_h, ctx.stride_w,
+            ctx.pad_h, ctx.pad_w, ctx.dilation_h, ctx.dilation_w, ctx.group, ctx.group_channels,
+            ctx.offset_scale, grad_output.contiguous(), ctx.im2col_step)
+        return (grad_input, grad_offset, grad_mask) + (None,) * 12

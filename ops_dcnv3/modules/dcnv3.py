@@ -1,0 +1,188 @@
+"""DCNv3 modules: ``DCNv3`` (compiled core, PyTorch fallback) and ``DCNv3_pytorch`` (PyTorch core).
+
+Parameter names and shapes are upstream's, so released checkpoints load unchanged (facts file 1.3, 2.1).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.init import constant_, xavier_uniform_
+
+from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available
+
+
+class to_channels_first(nn.Module):  # noqa: N801  (upstream's name; parameter-free)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+class to_channels_last(nn.Module):  # noqa: N801
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+def build_norm_layer(dim: int, norm_layer: str, in_format: str = 'channels_last',
+                     out_format: str = 'channels_last', eps: float = 1e-6) -> nn.Sequential:
+    """Norm as an ``nn.Sequential`` with permutes around it.
+
+    The permute modules are part of the Sequential on purpose: they shift its indices and therefore the
+    state-dict keys (``norm1.1.weight`` after a permute, ``norm.0.weight`` without), as in the released
+    checkpoints.
+    """
+    layers = []
+    if norm_layer == 'BN':
+        if in_format == 'channels_last':
+            layers.append(to_channels_first())
+        layers.append(nn.BatchNorm2d(dim))
+        if out_format == 'channels_last':
+            layers.append(to_channels_last())
+    elif norm_layer == 'LN':
+        if in_format == 'channels_first':
+            layers.append(to_channels_last())
+        layers.append(nn.LayerNorm(dim, eps=eps))
+        if out_format == 'channels_first':
+            layers.append(to_channels_first())
+    else:
+        raise NotImplementedError(f"norm_layer must be 'LN' or 'BN', got {norm_layer!r}")
+    return nn.Sequential(*layers)
+
+
+def build_act_layer(act_layer: str) -> nn.Module:
+    if act_layer == 'ReLU':
+        return nn.ReLU(inplace=True)
+    if act_layer == 'SiLU':
+        return nn.SiLU(inplace=True)
+    if act_layer == 'GELU':
+        return nn.GELU()
+    raise NotImplementedError(f"act_layer must be 'ReLU', 'SiLU' or 'GELU', got {act_layer!r}")
+
+
+def _is_power_of_2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+class CenterFeatureScaleModule(nn.Module):
+    """Per-group gate ``sigmoid(x W^T + b)`` (parameter-free: the weights are owned by the DCNv3 module)."""
+
+    def forward(self, query: torch.Tensor, center_feature_scale_proj_weight: torch.Tensor,
+                center_feature_scale_proj_bias: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(
+            query, weight=center_feature_scale_proj_weight, bias=center_feature_scale_proj_bias).sigmoid()
+
+
+class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
+    """DCNv3 with the pure-PyTorch core. Same parameters as :class:`DCNv3`."""
+
+    def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None,
+                 stride: int = 1, pad: int = 1, dilation: int = 1, group: int = 4,
+                 offset_scale: float = 1.0, act_layer: str = 'GELU', norm_layer: str = 'LN',
+                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
+        super().__init__()
+        if channels % group != 0:
+            raise ValueError(f'channels must be divisible by group, but got channels={channels} and group={group}')
+        _d_per_group = channels // group
+        dw_kernel_size = dw_kernel_size if dw_kernel_size is not None else kernel_size
+        if not _is_power_of_2(_d_per_group):
+            warnings.warn(
+                "You'd better set channels in DCNv3 to make the dimension of each attention head a power of 2 "
+                'which is more efficient in our CUDA implementation.', stacklevel=2)
+        if use_dcn_v4_op:
+            # Upstream routes the same sampling through the external DCNv4 CUDA package, fed the softmaxed
+            # mask, so it computes the same function with the same parameters. That package is not part of
+            # this stack; the DCNv3 core computes the identical result.
+            warnings.warn('use_dcn_v4_op=True: the external DCNv4 package is not used here; the DCNv3 core '
+                          'computes the same function with the same parameters', stacklevel=2)
+        self.use_dcn_v4_op = use_dcn_v4_op
+
+        self.offset_scale = offset_scale
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dw_kernel_size = dw_kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.pad = pad
+        self.group = group
+        self.group_channels = channels // group
+        self.center_feature_scale = center_feature_scale
+
+        self.dw_conv = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=dw_kernel_size, stride=1,
+                      padding=(dw_kernel_size - 1) // 2, groups=channels),
+            build_norm_layer(channels, norm_layer, 'channels_first', 'channels_last'),
+            build_act_layer(act_layer))
+        self.offset = nn.Linear(channels, group * kernel_size * kernel_size * 2)
+        self.mask = nn.Linear(channels, group * kernel_size * kernel_size)
+        self.input_proj = nn.Linear(channels, channels)
+        self.output_proj = nn.Linear(channels, channels)
+        self._reset_parameters()
+
+        if center_feature_scale:
+            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros((group, channels), dtype=torch.float))
+            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group, dtype=torch.float))
+            self.center_feature_scale_module = CenterFeatureScaleModule()
+
+    def _reset_parameters(self) -> None:
+        constant_(self.offset.weight.data, 0.)
+        constant_(self.offset.bias.data, 0.)
+        constant_(self.mask.weight.data, 0.)
+        constant_(self.mask.bias.data, 0.)
+        xavier_uniform_(self.input_proj.weight.data)
+        constant_(self.input_proj.bias.data, 0.)
+        xavier_uniform_(self.output_proj.weight.data)
+        constant_(self.output_proj.bias.data, 0.)
+
+    def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return dcnv3_core_pytorch(
+            x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
+            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
+            self.offset_scale)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """:param input: (N, H, W, C) channels-last. :return: (N, H, W, C)."""
+        N, H, W, _ = input.shape
+        x = self.input_proj(input)
+        x_proj = x
+        # Offsets and masks are predicted from the un-projected input; sampling happens on the projection.
+        x1 = self.dw_conv(input.permute(0, 3, 1, 2))
+        offset = self.offset(x1)
+        mask = self.mask(x1).reshape(N, H, W, self.group, -1)
+        mask = torch.softmax(mask, -1).reshape(N, H, W, -1).type(x.dtype)
+
+        x = self._core(x, offset, mask)
+        if self.center_feature_scale:
+            center_feature_scale = self.center_feature_scale_module(
+                x1, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias)
+            # (N, H, W, G) -> (N, H, W, G * group_channels)
+            center_feature_scale = center_feature_scale[..., None].repeat(
+                1, 1, 1, 1, self.channels // self.group).flatten(-2)
+            x = x * (1 - center_feature_scale) + x_proj * center_feature_scale
+        return self.output_proj(x)
+
+
+_fallback_warned = False
+
+
+class DCNv3(DCNv3_pytorch):
+    """DCNv3 with the compiled core (CPU and CUDA kernels).
+
+    Where the extension is not built, the PyTorch core runs instead and a warning says so once.
+    """
+
+    def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        global _fallback_warned
+        if not extension_available():
+            if not _fallback_warned:
+                warnings.warn(
+                    'ops_dcnv3: the compiled DCNv3 extension is not built, so DCNv3 runs the (slower) '
+                    'pure-PyTorch core. Build it with `make setup` or `cd ops_dcnv3 && sh make.sh`.',
+                    stacklevel=3)
+                _fallback_warned = True
+            return super()._core(x, offset, mask)
+        return DCNv3Function.apply(
+            x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
+            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
+            self.offset_scale, 256)

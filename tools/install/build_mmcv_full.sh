@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build (once) and install mmcv-full 1.7.2 with its compiled ops into the given Python environment.
+#
+# mmcv-full 1.7.2 is published on PyPI only as a source distribution. The built wheel is cached
+# outside the repository, keyed by the exact torch version (and CUDA tag) it was compiled against,
+# because a wheel built against one torch must never be loaded by another (ABI mismatch). A second
+# run with the same torch finds the wheel and installs it in seconds.
+#
+# usage: tools/install/build_mmcv_full.sh PYTHON
+set -euo pipefail
+
+PYTHON=$(command -v "${1:?usage: build_mmcv_full.sh PYTHON}")
+PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")
+MMCV_VERSION=1.7.2
+CACHE_ROOT=${INTERNIMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/internimage-det}
+
+torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
+py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+wheel_dir="$CACHE_ROOT/wheels/mmcv-full-$MMCV_VERSION/torch-$torch_version-$py_tag"
+
+installed=$("$PYTHON" - <<PY
+import importlib.metadata as md
+try:
+    v = md.version('mmcv-full')
+except md.PackageNotFoundError:
+    v = ''
+ok = False
+if v == '$MMCV_VERSION':
+    try:
+        import mmcv.ops  # noqa: F401  (fails if the compiled ops are missing or were built for another torch)
+        ok = True
+    except Exception:
+        pass
+print('yes' if ok else 'no')
+PY
+)
+if [ "$installed" = yes ] && [ -f "$wheel_dir/BUILT_AGAINST" ] \
+   && [ "$(cat "$wheel_dir/BUILT_AGAINST")" = "$torch_version" ]; then
+    echo "[mmcv-full] $MMCV_VERSION with ops already installed (built against torch $torch_version)"
+    exit 0
+fi
+
+if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "[mmcv-full] no cached wheel for torch $torch_version: building from source (17-30 min on 2 cores)"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    "$PYTHON" -m pip download --quiet --no-deps --no-build-isolation --no-binary :all: \
+        "mmcv-full==$MMCV_VERSION" -d "$work" 2>&1 | grep -v "WARNING: Location" || true
+    tar -xzf "$work/mmcv-full-$MMCV_VERSION.tar.gz" -C "$work"
+    src="$work/mmcv-full-$MMCV_VERSION"
+    # PATCH: torch >= 2.x headers require C++20 ("C++20 or later compatible compiler is required to
+    # use ATen"), but mmcv-full 1.7.2's setup.py hard-codes -std=c++17 for every torch newer than
+    # 1.12.1. Raise exactly those flags to C++20; nothing else in mmcv's sources is touched.
+    n=$(grep -c "'-std=c++17'" "$src/setup.py")
+    sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/setup.py"
+    echo "[mmcv-full] raised $n '-std=c++17' flags to '-std=c++20' in setup.py"
+    mkdir -p "$wheel_dir"
+    # MMCV_WITH_OPS=1: build the compiled ops (mmcv.ops.nms, RoIAlign, ...). CUDA ops are built only
+    # where torch sees a GPU (or FORCE_CUDA=1 is set by the caller); CPU ops always.
+    # --no-build-isolation: compile against the torch already in this environment.
+    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$wheel_dir" . \
+        2>&1 | grep -v "WARNING: Location")
+    echo "$torch_version" > "$wheel_dir/BUILT_AGAINST"
+fi
+
+"$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl \
+    2>&1 | grep -v "WARNING: Location" || true
+"$PYTHON" - <<'PY'
+import torch
+from mmcv.ops import RoIAlign, nms
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]])
+scores = torch.tensor([0.9, 0.8, 0.7])
+_, keep = nms(boxes, scores, iou_threshold=0.5)
+assert keep.tolist() == [0, 2], keep
+feat = torch.arange(16.).view(1, 1, 4, 4)
+out = RoIAlign((2, 2), spatial_scale=1.0, sampling_ratio=1, aligned=True)(feat, torch.tensor([[0., 0., 0., 4., 4.]]))
+assert out.shape == (1, 1, 2, 2) and torch.isfinite(out).all()
+print('[mmcv-full] mmcv.ops.nms and RoIAlign import and run')
+PY
