@@ -22,11 +22,12 @@ setup: $(VENV)/.deps-stamp
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Build requirements first (mmcv-full compiles against them), then mmcv-full itself, then the rest.
+# Build requirements first (mmcv-full compiles against them), then the pure-Python rest (mmcv's own
+# imports - yapf, addict, opencv - must be present before its import check), then mmcv-full itself.
 $(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml tools/install/build_mmcv_full.sh
 	$(PIP) install -q $(CONSTRAINTS) -r requirements/build.txt 2>&1 | $(QUIET_PIP)
-	bash tools/install/build_mmcv_full.sh $(PY)
 	$(PIP) install -q $(CONSTRAINTS) -r requirements.txt 2>&1 | $(QUIET_PIP)
+	bash tools/install/build_mmcv_full.sh $(PY)
 	$(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import numpy; assert numpy.__version__ == '1.26.4', numpy.__version__"
 	touch $@

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
-from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available
+from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available, load_extension
 
 
 class to_channels_first(nn.Module):  # noqa: N801  (upstream's name; parameter-free)
@@ -174,6 +174,16 @@ class DCNv3(DCNv3_pytorch):
 
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         global _fallback_warned
+        if torch.onnx.is_in_onnx_export():
+            # Exported graphs use the PyTorch core (GridSample, opset >= 16): no custom op for runtimes to provide.
+            return super()._core(x, offset, mask)
+        if x.is_cuda and extension_available() and not load_extension().with_cuda:
+            if not _fallback_warned:
+                warnings.warn('ops_dcnv3: the compiled DCNv3 extension was built without CUDA, so DCNv3 runs the '
+                              'pure-PyTorch core on CUDA tensors. Rebuild it where nvcc and a CUDA build of torch '
+                              'are present (`make setup` or `cd ops_dcnv3 && sh make.sh`).', stacklevel=3)
+                _fallback_warned = True
+            return super()._core(x, offset, mask)
         if not extension_available():
             if not _fallback_warned:
                 warnings.warn(

@@ -1,0 +1,231 @@
+// DCNv3 CPU kernel bodies. Included more than once by dcnv3_cpu.cpp, each time with another DCNV3_CPU_NS and
+// DCNV3_CPU_TARGET (an instruction-set target attribute), so one binary carries a baseline and an AVX2 build of the
+// same loops and picks one at run time. No include guard on purpose.
+//
+// Layout: channels-last; a group's group_channels (gc) channels are contiguous, so the inner loops run over gc
+// with unit stride: for float/double with gc = 8/16/32 as whole SIMD registers held in variables (GCC/Clang vector
+// extensions), otherwise as `omp simd` loops. Each kernel point's location and corner weights are computed once
+// per (output pixel, group) by the shared math in common/dcnv3_math.h. Corners outside the image read a row of
+// zeros (and, in the backward, write to a discarded row) instead of branching.
+
+namespace DCNV3_CPU_NS {
+
+// Per-call scratch of one task.
+template <typename scalar_t, typename acc_t>
+struct Scratch {
+  std::vector<acc_t> disp_y, disp_x;     // regular displacement of each kernel point
+  std::vector<const scalar_t*> tap_src;  // forward: 4 corners per kernel point of the current (pixel, group)
+  std::vector<acc_t> tap_weight;         // forward: mask * bilinear weight of each corner
+  std::vector<scalar_t> zero_row;        // read by corners outside the image
+  std::vector<acc_t> sink_row;           // backward: written by corners outside the image, never read
+  std::vector<acc_t> acc;                // gc accumulators when gc is not a compile-time constant
+
+  Scratch(const Geometry& geo, int gc)
+      : disp_y(geo.points()), disp_x(geo.points()), tap_src(4 * geo.points()), tap_weight(4 * geo.points()),
+        zero_row(gc, scalar_t(0)), sink_row(gc), acc(2 * gc) {
+    for (int k = 0; k < geo.points(); ++k) point_displacement(geo, k, disp_y[k], disp_x[k]);
+  }
+};
+
+// A native SIMD register of T (GCC/Clang vector extension): DCNV3_CPU_VECTOR_BYTES wide.
+template <typename T>
+struct Simd {
+  typedef T type __attribute__((vector_size(DCNV3_CPU_VECTOR_BYTES)));
+  static constexpr int lanes = DCNV3_CPU_VECTOR_BYTES / sizeof(T);
+};
+
+// Whether group_channels GC is handled by whole registers kept in variables (float/double, GC a lane multiple).
+template <typename scalar_t, typename acc_t, int GC>
+constexpr bool registers_path() {
+  return GC > 0 && std::is_same_v<scalar_t, acc_t> && GC % Simd<acc_t>::lanes == 0;
+}
+
+// Sum of one (pixel, group)'s taps: out[c] = sum_t weight[t] * src[t][c], taps even. Two accumulators, fed
+// alternately, halve the dependency chain of the multiply-adds.
+template <typename scalar_t, typename acc_t, int GC>
+DCNV3_CPU_TARGET inline void accumulate_taps(const scalar_t* const* src, const acc_t* weight, int taps, int gc,
+                                             acc_t* acc0, acc_t* acc1, scalar_t* out) {
+  if constexpr (registers_path<scalar_t, acc_t, GC>()) {
+    using V = typename Simd<acc_t>::type;
+    constexpr int regs = GC / Simd<acc_t>::lanes;
+    V sum0[regs], sum1[regs];
+    for (int r = 0; r < regs; ++r) sum0[r] = sum1[r] = V{};
+    for (int t = 0; t < taps; t += 2) {
+      const V w0 = V{} + weight[t], w1 = V{} + weight[t + 1];
+      for (int r = 0; r < regs; ++r) {
+        V value0, value1;
+        std::memcpy(&value0, src[t] + r * Simd<acc_t>::lanes, sizeof(V));
+        std::memcpy(&value1, src[t + 1] + r * Simd<acc_t>::lanes, sizeof(V));
+        sum0[r] += w0 * value0;
+        sum1[r] += w1 * value1;
+      }
+    }
+    for (int r = 0; r < regs; ++r) {
+      const V total = sum0[r] + sum1[r];
+      std::memcpy(out + r * Simd<acc_t>::lanes, &total, sizeof(V));
+    }
+  } else {
+    for (int c = 0; c < gc; ++c) acc0[c] = acc1[c] = acc_t(0);
+    for (int t = 0; t < taps; t += 2) {
+      const scalar_t* src0 = src[t];
+      const scalar_t* src1 = src[t + 1];
+      const acc_t w0 = weight[t], w1 = weight[t + 1];
+#pragma omp simd
+      for (int c = 0; c < gc; ++c) {
+        acc0[c] += w0 * static_cast<acc_t>(src0[c]);
+        acc1[c] += w1 * static_cast<acc_t>(src1[c]);
+      }
+    }
+#pragma omp simd
+    for (int c = 0; c < gc; ++c) out[c] = static_cast<scalar_t>(acc0[c] + acc1[c]);
+  }
+}
+
+// Backward of one corner: returns grad_out . src and adds w * grad_out to dst.
+template <typename scalar_t, typename acc_t, int GC>
+DCNV3_CPU_TARGET inline acc_t corner_backward(const acc_t* grad_out, const scalar_t* src, acc_t* dst, acc_t w,
+                                              int gc) {
+  if constexpr (registers_path<scalar_t, acc_t, GC>()) {
+    using V = typename Simd<acc_t>::type;
+    constexpr int lanes = Simd<acc_t>::lanes, regs = GC / lanes;
+    const V wv = V{} + w;
+    V product = V{};
+    for (int r = 0; r < regs; ++r) {
+      V go, value, grad;
+      std::memcpy(&go, grad_out + r * lanes, sizeof(V));
+      std::memcpy(&value, src + r * lanes, sizeof(V));
+      std::memcpy(&grad, dst + r * lanes, sizeof(V));
+      grad += wv * go;
+      std::memcpy(dst + r * lanes, &grad, sizeof(V));
+      product += go * value;
+    }
+    acc_t sum = acc_t(0);
+    for (int c = 0; c < lanes; ++c) sum += product[c];
+    return sum;
+  } else {
+    acc_t sum = acc_t(0);
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < gc; ++c) {
+      sum += grad_out[c] * static_cast<acc_t>(src[c]);
+      dst[c] += w * grad_out[c];
+    }
+    return sum;
+  }
+}
+
+// Output columns per strip: the kernel windows of a strip's rows stay in L1 (about 32 KiB of input per strip row).
+inline int strip_width(const Geometry& geo, int64_t bytes_per_pixel) {
+  const int64_t width = 32768 / std::max<int64_t>(bytes_per_pixel, 1);
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(width, 8), geo.width_out));
+}
+
+// Forward of sample n, output rows [row_begin, row_end), all groups. Pixels are visited in strips of columns
+// (cache reuse between neighbouring windows), all groups of a pixel together (its channels are contiguous).
+template <typename scalar_t, typename acc_t, int GC>
+DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, const scalar_t* offset,
+                                   const scalar_t* mask, scalar_t* output, int64_t n, int row_begin, int row_end) {
+  const int gc = GC > 0 ? GC : geo.group_channels;
+  const int groups = geo.group, points = geo.points(), channels = geo.channels(), taps = 4 * points;
+  const int64_t pixels_in = static_cast<int64_t>(geo.height_in) * geo.width_in;
+  const acc_t scale = static_cast<acc_t>(geo.offset_scale);
+  Scratch<scalar_t, acc_t> scratch(geo, gc);
+  const scalar_t** tap_src = scratch.tap_src.data();
+  acc_t* tap_weight = scratch.tap_weight.data();
+  acc_t* acc0 = scratch.acc.data();
+  acc_t* acc1 = scratch.acc.data() + gc;
+  const acc_t* disp_y = scratch.disp_y.data();
+  const acc_t* disp_x = scratch.disp_x.data();
+  const scalar_t* zero_row = scratch.zero_row.data();
+  const scalar_t* input_n = input + n * pixels_in * channels;
+  const int strip = strip_width(geo, static_cast<int64_t>(channels) * sizeof(scalar_t));
+
+  for (int col_begin = 0; col_begin < geo.width_out; col_begin += strip) {
+    const int col_end = std::min(col_begin + strip, geo.width_out);
+    for (int h_out = row_begin; h_out < row_end; ++h_out) {
+      for (int w_out = col_begin; w_out < col_end; ++w_out) {
+        const int64_t index = (n * geo.height_out + h_out) * geo.width_out + w_out;
+        acc_t centre_y, centre_x;
+        grid_centre(geo, h_out, w_out, centre_y, centre_x);
+        for (int g = 0; g < groups; ++g) {
+          const scalar_t* offset_g = offset + (index * groups + g) * points * 2;
+          const scalar_t* mask_g = mask + (index * groups + g) * points;
+          const scalar_t* input_g = input_n + g * gc;
+          for (int k = 0; k < points; ++k) {
+            acc_t loc_y, loc_x;
+            sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset_g[2 * k + 1]),
+                              static_cast<acc_t>(offset_g[2 * k]), scale, loc_y, loc_x);
+            const Corners<acc_t> corners = bilinear_corners(loc_y, loc_x, geo.height_in, geo.width_in);
+            const acc_t m = static_cast<acc_t>(mask_g[k]);
+            for (int q = 0; q < 4; ++q) {
+              tap_src[4 * k + q] = corners.valid[q] ? input_g + corners.pixel[q] * channels : zero_row;
+              tap_weight[4 * k + q] = m * corners.weight[q];
+            }
+          }
+          accumulate_taps<scalar_t, acc_t, GC>(tap_src, tap_weight, taps, gc, acc0, acc1,
+                                               output + index * channels + g * gc);
+        }
+      }
+    }
+  }
+}
+
+// Backward of one (sample n, group g) slice over output rows [row_begin, row_end). input_g and grad_input_g are the
+// slice in group-major layout ((H, W, gc) contiguous, pixel stride gc): dense, so the gathered windows share cache
+// lines (in the channels-last layout a group's pixels sit a whole pixel of channels apart, which spreads them over
+// a fraction of the cache sets). grad_input_g is accumulated into; the slice's grad_offset and grad_mask entries of
+// these rows are written. Callers make sure no two concurrent calls touch the same grad_input_g elements.
+template <typename scalar_t, typename acc_t, int GC>
+DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_g, const scalar_t* offset,
+                                     const scalar_t* mask, const scalar_t* grad_output, acc_t* grad_input_g,
+                                     scalar_t* grad_offset, scalar_t* grad_mask, int64_t n, int g, int row_begin,
+                                     int row_end) {
+  const int gc = GC > 0 ? GC : geo.group_channels;
+  const int groups = geo.group, points = geo.points(), channels = geo.channels();
+  const acc_t scale = static_cast<acc_t>(geo.offset_scale);
+  Scratch<scalar_t, acc_t> scratch(geo, gc);
+  acc_t fixed_grad_out[GC > 0 ? GC : 1];
+  acc_t* grad_out = GC > 0 ? fixed_grad_out : scratch.acc.data();
+  const acc_t* disp_y = scratch.disp_y.data();
+  const acc_t* disp_x = scratch.disp_x.data();
+  const scalar_t* zero_row = scratch.zero_row.data();
+  acc_t* sink_row = scratch.sink_row.data();
+  const int strip = strip_width(geo, static_cast<int64_t>(gc) * (sizeof(scalar_t) + sizeof(acc_t)));
+
+  for (int col_begin = 0; col_begin < geo.width_out; col_begin += strip) {
+    const int col_end = std::min(col_begin + strip, geo.width_out);
+    for (int h_out = row_begin; h_out < row_end; ++h_out) {
+      for (int w_out = col_begin; w_out < col_end; ++w_out) {
+        const int64_t index = (n * geo.height_out + h_out) * geo.width_out + w_out;
+        acc_t centre_y, centre_x;
+        grid_centre(geo, h_out, w_out, centre_y, centre_x);
+        const scalar_t* grad_out_src = grad_output + index * channels + g * gc;
+#pragma omp simd
+        for (int c = 0; c < gc; ++c) grad_out[c] = static_cast<acc_t>(grad_out_src[c]);
+        const int64_t first_point = (index * groups + g) * points;
+
+        for (int k = 0; k < points; ++k) {
+          const int64_t point = first_point + k;
+          acc_t loc_y, loc_x;
+          sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset[2 * point + 1]),
+                            static_cast<acc_t>(offset[2 * point]), scale, loc_y, loc_x);
+          const Corners<acc_t> corners = bilinear_corners(loc_y, loc_x, geo.height_in, geo.width_in);
+          const acc_t m = static_cast<acc_t>(mask[point]);
+          acc_t dot[4];
+          for (int q = 0; q < 4; ++q) {
+            const bool valid = corners.valid[q];
+            const scalar_t* src = valid ? input_g + corners.pixel[q] * gc : zero_row;
+            acc_t* dst = valid ? grad_input_g + corners.pixel[q] * gc : sink_row;
+            dot[q] = corner_backward<scalar_t, acc_t, GC>(grad_out, src, dst, m * corners.weight[q], gc);
+          }
+          acc_t g_mask, g_dx, g_dy;
+          sample_gradients(corners, dot, m, scale, g_mask, g_dx, g_dy);
+          grad_offset[2 * point] = static_cast<scalar_t>(g_dx);
+          grad_offset[2 * point + 1] = static_cast<scalar_t>(g_dy);
+          grad_mask[point] = static_cast<scalar_t>(g_mask);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace DCNV3_CPU_NS

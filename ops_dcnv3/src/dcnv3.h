@@ -1,0 +1,30 @@
+// Device-specific DCNv3 implementations behind the checked entry points in vision.cpp.
+#pragma once
+
+// ATen only (not torch/extension.h): the CUDA translation unit includes this, and nvcc parses every header once
+// per target architecture.
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "common/dcnv3_math.h"
+
+namespace dcnv3 {
+
+// Inputs are contiguous, checked, on the CPU. Returns the output (N, H_out, W_out, G * Gc).
+at::Tensor cpu_forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                       const Geometry& geo);
+// Returns {grad_input, grad_offset, grad_mask}.
+std::vector<at::Tensor> cpu_backward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                                     const at::Tensor& grad_output, const Geometry& geo);
+// Name of the CPU code path in use ("avx2" or "baseline").
+std::string cpu_isa();
+
+#ifdef WITH_CUDA
+at::Tensor cuda_forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                        const Geometry& geo);
+std::vector<at::Tensor> cuda_backward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                                      const at::Tensor& grad_output, const Geometry& geo);
+#endif
+
+}  // namespace dcnv3
