@@ -1,0 +1,3 @@
+from .cbnet_channel_mapper import CBChannelMapper
+
+__all__ = ['CBChannelMapper']

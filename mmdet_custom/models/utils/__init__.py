@@ -1,0 +1,5 @@
+from .query_denoising import CdnQueryGenerator, DnQueryGenerator, build_dn_generator
+from .transformer import DinoTransformer, DinoTransformerDecoder, coordinate_to_encoding
+
+__all__ = ['CdnQueryGenerator', 'DinoTransformer', 'DinoTransformerDecoder', 'DnQueryGenerator',
+           'build_dn_generator', 'coordinate_to_encoding']
