@@ -29,6 +29,8 @@ $(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml to
 	$(PIP) install -q $(CONSTRAINTS) -r requirements.txt 2>&1 | $(QUIET_PIP)
 	bash tools/install/build_mmcv_full.sh $(PY)
 	$(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	# mmdeploy 0.14's metadata pins protobuf==3.20.2, which onnx rejects: installed without its (stale) dependencies.
+	$(PIP) install -q --no-deps $(CONSTRAINTS) -r requirements/deploy-nodeps.txt 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import numpy; assert numpy.__version__ == '1.26.4', numpy.__version__"
 	touch $@
 

@@ -83,6 +83,23 @@ def check_dcnv3_args(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tens
     return H_out, W_out
 
 
+def _zero_pad_hw_for_export(input: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Zero padding of H and W of a channels-last tensor by concatenation, for ONNX export only.
+
+    torch exports F.pad as a Pad whose pads come from a reversed Slice, which it cannot constant-fold: ONNX shape
+    inference then loses the padded shape, and even a static-shape export keeps shape arithmetic and an unknown batch
+    size. Concatenating zeros gives the same values with shapes that shape inference follows.
+    """
+    N, H, W, C = input.shape
+    if pad_w:
+        zeros = input.new_zeros((N, H, pad_w, C))
+        input = torch.cat((zeros, input, zeros), 2)
+    if pad_h:
+        zeros = input.new_zeros((N, pad_h, W + 2 * pad_w, C))
+        input = torch.cat((zeros, input, zeros), 1)
+    return input
+
+
 def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
                        kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
                        pad_h: int, pad_w: int, dilation_h: int, dilation_w: int,
@@ -95,8 +112,11 @@ def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Te
     if not torch.jit.is_tracing():   # under ONNX export the sizes are traced values: the checks would freeze them
         check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                          dilation_h, dilation_w, group, group_channels)
-    # F.pad pads the last dims first: (C: 0,0), (W: pad_w, pad_w), (H: pad_h, pad_h).
-    input = F.pad(input, [0, 0, pad_w, pad_w, pad_h, pad_h])
+    if torch.onnx.is_in_onnx_export():
+        input = _zero_pad_hw_for_export(input, pad_h, pad_w)
+    else:
+        # F.pad pads the last dims first: (C: 0,0), (W: pad_w, pad_w), (H: pad_h, pad_h).
+        input = F.pad(input, [0, 0, pad_w, pad_w, pad_h, pad_h])
     N_, H_in, W_in, _ = input.shape
     _, H_out, W_out, _ = offset.shape
     device = input.device

@@ -116,3 +116,30 @@ def test_local_loader_still_reports_missing_file(tmp_path):
     from mmcv.runner import load_checkpoint
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
         load_checkpoint(nn.Linear(3, 2), os.fspath(tmp_path / 'nothing.pth'))
+
+
+# --- IterBasedRunner.resume without CUDA -------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the symptom needs a machine without CUDA')
+def test_iter_runner_resumes_on_cpu(tmp_path):
+    """Unpatched, mmcv's IterBasedRunner.resume calls torch.cuda.current_device() and fails without CUDA."""
+    import logging
+
+    from mmcv.runner import IterBasedRunner, save_checkpoint
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def train_step(self, data, optimizer):  # required by mmcv's runners
+            return dict(loss=self.linear(data).sum())
+
+    saved, resumed = Model(), Model()
+    path = os.fspath(tmp_path / 'iter_5.pth')
+    save_checkpoint(saved, path, meta=dict(epoch=1, iter=5))
+    runner = IterBasedRunner(resumed, work_dir=os.fspath(tmp_path), logger=logging.getLogger('resume-test'),
+                             max_iters=10)
+    runner.resume(path, resume_optimizer=False)
+    assert runner.iter == 5
+    assert torch.equal(resumed.linear.weight, saved.linear.weight)

@@ -1,0 +1,332 @@
+"""Export an InternImage detector to a deployment backend with mmdeploy 0.14 (the original's command line).
+
+    python deploy.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMG --work-dir DIR --device cpu [--dump-info] [--test-img ...]
+
+Steps: check the inputs -> SDK info files (``--dump-info``) -> PyTorch to ONNX -> partition (if the deploy config asks)
+-> int8 calibration data (if it asks) -> backend files (a TensorRT engine, ...; ONNX Runtime runs ``end2end.onnx`` as
+it is) -> the backend's and PyTorch's results drawn on the test image(s) (``output_<backend>.jpg``,
+``output_pytorch.jpg``).
+
+DCNv3 is exported through the standard ``GridSample`` operator (the deploy configs use opset 16), so no ONNX file holds
+a custom DCNv3 node: with the ONNX Runtime deploy configs the file has standard operators only and runs in a stock
+``onnxruntime`` (CPU); with the TensorRT config it needs no DCNv3 plugin (mmdeploy's own NMS / RoIAlign / top-k
+TensorRT plugins remain, as upstream).
+
+Differences from upstream's script (mmdeploy's tools/deploy.py plus the plugin imports):
+* every step runs in this process (upstream spawns one process per step): the torch-2.x patches of mmdeploy
+  (``mmcv_custom.compat.apply_mmdeploy_patches``) and the InternImage registrations live in this process;
+* the checkpoint must match the model config (no missing, unexpected or mis-shaped tensors; upstream only warns);
+* when the deploy config's backend is not installed, the ONNX file is still written (it is what the backend's own
+  tools build from) and the script then exits with an error naming the backend;
+* TensorRT with ``--device cpu`` writes the ONNX file (the export needs no GPU), then stops with an error: the engine
+  is built on a CUDA device;
+* ``--quant`` (ncnn int8) needs ncnn and ppq, which are not part of this stack: it is refused with a clear error;
+  deploy configs whose intermediate representation is not ONNX (TorchScript) are refused too.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+LOG_LEVELS = ('CRITICAL', 'ERROR', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
+
+
+class DeployError(Exception):
+    """A user-facing problem; printed as one line, exit status 1."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export model to backends.')
+    parser.add_argument('deploy_cfg', help='deploy config path')
+    parser.add_argument('model_cfg', help='model config path')
+    parser.add_argument('checkpoint', help='model checkpoint path')
+    parser.add_argument('img', help='image used to convert model model')
+    parser.add_argument('--test-img', default=None, type=str, nargs='+', help='image used to test model')
+    parser.add_argument('--work-dir', default=os.getcwd(), help='the dir to save logs and models')
+    parser.add_argument('--calib-dataset-cfg', default=None,
+                        help='dataset config path used to calibrate in int8 mode. If not specified, it will use '
+                             '"val" dataset in model config instead.')
+    parser.add_argument('--device', default='cpu', help='device used for conversion')
+    parser.add_argument('--log-level', default='INFO', choices=LOG_LEVELS, help='set log level')
+    parser.add_argument('--show', action='store_true', help='Show detection outputs')
+    parser.add_argument('--dump-info', action='store_true', help='Output information for SDK')
+    parser.add_argument('--quant-image-dir', default=None, help='Image directory for quantize model.')
+    parser.add_argument('--quant', action='store_true', help='Quantize model to low bit.')
+    parser.add_argument('--uri', default='192.168.1.1:60000', help='Remote ipv4:port or ipv6:port for inference on '
+                                                                  'edge device.')
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks (each failure is one line naming the argument or file)
+# ---------------------------------------------------------------------------------------------------------------
+
+def check_files(args: argparse.Namespace) -> None:
+    for field, path in (('deploy_cfg', args.deploy_cfg), ('model_cfg', args.model_cfg),
+                        ('checkpoint', args.checkpoint), ('img', args.img)):
+        if not osp.isfile(path):
+            raise DeployError(f'{field}: file not found: {path}')
+    for path in args.test_img or []:
+        if not osp.isfile(path):
+            raise DeployError(f'--test-img: file not found: {path}')
+    if args.quant:
+        raise DeployError('--quant: ncnn int8 quantisation needs ncnn and ppq, which this stack does not install; '
+                          'export without --quant')
+    if args.calib_dataset_cfg is not None and not osp.isfile(args.calib_dataset_cfg):
+        raise DeployError(f'--calib-dataset-cfg: file not found: {args.calib_dataset_cfg}')
+
+
+def import_stack() -> None:
+    """Stack check, compatibility patches (mmcv side and mmdeploy side), InternImage registrations."""
+    repo_root = osp.dirname(osp.abspath(__file__))
+    if repo_root not in sys.path:   # run as `python deploy.py` from anywhere, without installing the package
+        sys.path.insert(0, repo_root)
+    try:
+        import mmcv_custom  # noqa: F401  (checks the stack, applies the mmcv patches)
+        import mmdet_custom  # noqa: F401  (registers InternImage and the DINO family)
+        from mmcv_custom.compat import apply_mmdeploy_patches
+        apply_mmdeploy_patches()
+    except ImportError as error:   # StackError / MMDeployError name the fix in one line
+        raise DeployError(str(error)) from None
+
+
+def load_configs(deploy_cfg_path: str, model_cfg_path: str):
+    from mmdeploy.utils import get_backend, get_ir_config, load_config
+
+    configs = []
+    for field, path in (('deploy_cfg', deploy_cfg_path), ('model_cfg', model_cfg_path)):
+        try:
+            configs.append(load_config(path)[0])
+        except Exception as error:  # syntax errors, missing _base_ files, ...
+            raise DeployError(f'{field}: cannot load {path}: {type(error).__name__}: {error}') from None
+    deploy_cfg, model_cfg = configs
+    try:
+        get_backend(deploy_cfg)
+        ir_config = get_ir_config(deploy_cfg)
+    except Exception as error:
+        raise DeployError(f'deploy_cfg: {deploy_cfg_path} is not an mmdeploy deploy config ({error})') from None
+    if 'model' not in model_cfg:
+        raise DeployError(f'model_cfg: {model_cfg_path} has no `model` field: not a model config')
+    if ir_config.get('type') != 'onnx':
+        raise DeployError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
+                          'representation; this deploy.py exports ONNX only')
+    return deploy_cfg, model_cfg
+
+
+def read_state_dict(checkpoint_path: str) -> dict:
+    """The checkpoint's tensors (``state_dict`` of an mmcv checkpoint, or a bare state dict)."""
+    import torch
+    from mmcv.runner import CheckpointLoader
+
+    try:
+        checkpoint = CheckpointLoader.load_checkpoint(checkpoint_path, map_location='cpu')
+    except Exception as error:
+        raise DeployError(f'checkpoint: cannot read {checkpoint_path}: {type(error).__name__}: {error}') from None
+    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise DeployError(f'checkpoint: {checkpoint_path} holds no state_dict of tensors')
+    return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
+
+
+def check_checkpoint(state_dict: dict, model, checkpoint_path: str, model_cfg_path: str) -> None:
+    """The checkpoint must hold exactly the model's tensors, names and shapes (mmcv only warns, then exports a model
+    with random tensors)."""
+    model_state = model.state_dict()
+    missing = sorted(set(model_state) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(model_state))
+    mismatched = [f'{key} {tuple(state_dict[key].shape)} vs {tuple(model_state[key].shape)}'
+                  for key in sorted(set(model_state) & set(state_dict))
+                  if state_dict[key].shape != model_state[key].shape]
+    if missing or unexpected or mismatched:
+        problems = [f'{len(items)} {label} (e.g. {items[0]})'
+                    for label, items in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', mismatched))
+                    if items]
+        raise DeployError(f'checkpoint: {checkpoint_path} does not match model_cfg {model_cfg_path}: '
+                          + ', '.join(problems))
+
+
+def backend_missing_reason(backend) -> str | None:
+    """Why the backend cannot build its files here, or None if it can."""
+    from mmdeploy.backend.base import get_backend_manager
+    from mmdeploy.utils import Backend
+
+    if backend == Backend.ONNXRUNTIME:
+        import importlib.util
+        return None if importlib.util.find_spec('onnxruntime') else 'the `onnxruntime` package is not installed'
+    try:
+        manager = get_backend_manager(backend.value)
+    except Exception:
+        return f'mmdeploy has no converter for backend {backend.value!r}'
+    if manager is None or not manager.is_available():
+        return f'{backend.value} is not installed here'
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------------------
+
+def build_task_processor(deploy_cfg, model_cfg, device: str):
+    """As ``mmdeploy.apis.build_task_processor`` but without its backend/device check.
+
+    That check refuses ``--device cpu`` for TensorRT; the ONNX export itself needs no GPU, so a TensorRT-targeted ONNX
+    file can be written on a CPU-only machine and the engine built where TensorRT runs.
+    """
+    from mmdeploy.codebase import get_codebase_class, import_codebase
+    from mmdeploy.utils import get_codebase
+
+    codebase_type = get_codebase(deploy_cfg)
+    import_codebase(codebase_type)
+    return get_codebase_class(codebase_type).build_task_processor(model_cfg, deploy_cfg, device)
+
+
+def export_onnx(task_processor, torch_model, img: str, work_dir: str, deploy_cfg) -> str:
+    """PyTorch -> ONNX with mmdeploy's export (its rewrites active), as ``mmdeploy.apis.torch2onnx`` does."""
+    from mmdeploy.apis.onnx import export
+    from mmdeploy.utils import get_backend, get_dynamic_axes, get_input_shape, get_onnx_config
+
+    data, model_inputs = task_processor.create_input(img, get_input_shape(deploy_cfg))
+    if not hasattr(model_inputs, 'shape') and len(model_inputs) == 1:
+        model_inputs = model_inputs[0]
+    onnx_cfg = get_onnx_config(deploy_cfg)
+    output_prefix = osp.join(work_dir, osp.splitext(osp.basename(onnx_cfg['save_file']))[0])
+    axis_names = list(onnx_cfg['input_names']) + list(onnx_cfg['output_names'])
+    # mmdeploy has no module rewriters for mmdet models: patching inside export leaves torch_model as it is.
+    export(torch_model, model_inputs,
+           input_metas=dict(img_metas=data['img_metas']) if 'img_metas' in data else None,
+           output_path_prefix=output_prefix,
+           backend=get_backend(deploy_cfg).value,
+           input_names=onnx_cfg['input_names'],
+           output_names=onnx_cfg['output_names'],
+           context_info=dict(deploy_cfg=deploy_cfg),
+           opset_version=onnx_cfg.get('opset_version', 11),
+           dynamic_axes=get_dynamic_axes(deploy_cfg, axis_names),
+           verbose=not onnx_cfg.get('strip_doc_string', True) or onnx_cfg.get('verbose', False),
+           keep_initializers_as_inputs=onnx_cfg.get('keep_initializers_as_inputs', True),
+           optimize=onnx_cfg.get('optimize', False))
+    return output_prefix + '.onnx'
+
+
+def partition(deploy_cfg, onnx_file: str, work_dir: str) -> list[str]:
+    from mmdeploy.apis import extract_model, get_predefined_partition_cfg
+    from mmdeploy.utils import get_partition_config
+
+    partition_cfgs = get_partition_config(deploy_cfg)
+    if partition_cfgs is None:
+        return [onnx_file]
+    if 'partition_cfg' in partition_cfgs:
+        partition_cfgs = partition_cfgs['partition_cfg']
+    else:
+        partition_cfgs = get_predefined_partition_cfg(deploy_cfg, partition_cfgs['type'])
+    files = []
+    for partition_cfg in partition_cfgs:
+        save_path = osp.join(work_dir, partition_cfg['save_file'])
+        extract_model(onnx_file, partition_cfg['start'], partition_cfg['end'],
+                      dynamic_axes=partition_cfg.get('dynamic_axes'), save_file=save_path)
+        files.append(save_path)
+    return files
+
+
+def output_file(work_dir: str, name: str, index: int, count: int) -> str:
+    return osp.join(work_dir, f'output_{name}.jpg' if count == 1 else f'output_{name}_{index}.jpg')
+
+
+def can_show() -> bool:
+    """A window can open (the original checks the same through tkinter)."""
+    try:
+        import tkinter
+        tkinter.Tk().destroy()
+        return True
+    except Exception:
+        return False
+
+
+def visualise(task_processor, model, images: list[str], work_dir: str, name: str, show: bool,
+              backend_inputs: bool) -> None:
+    """Run ``model`` on each image and draw its result (``output_<name>.jpg``), as ``mmdeploy.apis.visualize_model``
+    does, with a model built once."""
+    import torch
+    from mmdeploy.utils import get_input_shape
+
+    input_shape = get_input_shape(task_processor.deploy_cfg)
+    updater = task_processor.update_test_pipeline if backend_inputs else None
+    for index, image in enumerate(images):
+        model_inputs, _ = task_processor.create_input(image, input_shape, updater)
+        with torch.no_grad():
+            result = task_processor.run_inference(model, model_inputs)[0]
+        task_processor.visualize(image=image, model=model, result=result, window_name=name, show_result=show,
+                                 output_file=output_file(work_dir, name, index, len(images)))
+
+
+def run(args: argparse.Namespace) -> None:
+    check_files(args)
+    import_stack()
+    from mmdeploy.apis import create_calib_input_data
+    from mmdeploy.apis.utils import to_backend
+    from mmdeploy.utils import Backend, get_backend, get_calib_filename, get_root_logger
+
+    logger = get_root_logger()
+    logger.setLevel(args.log_level)
+    deploy_cfg, model_cfg = load_configs(args.deploy_cfg, args.model_cfg)
+    backend = get_backend(deploy_cfg)
+    missing_reason = backend_missing_reason(backend)
+    if missing_reason is not None:
+        logger.warning(f'{missing_reason}: only the ONNX file will be written')
+    state_dict = read_state_dict(args.checkpoint)
+    task_processor = build_task_processor(deploy_cfg, model_cfg, args.device)
+    torch_model = task_processor.init_pytorch_model(args.checkpoint)
+    check_checkpoint(state_dict, torch_model, args.checkpoint, args.model_cfg)
+    del state_dict
+    os.makedirs(args.work_dir, exist_ok=True)
+
+    if args.dump_info:
+        from mmdeploy.backend.sdk.export_info import export2SDK
+        export2SDK(deploy_cfg, model_cfg, args.work_dir, pth=args.checkpoint, device=args.device)
+
+    onnx_file = export_onnx(task_processor, torch_model, args.img, args.work_dir, deploy_cfg)
+    logger.info(f'ONNX file: {onnx_file}')
+    ir_files = partition(deploy_cfg, onnx_file, args.work_dir)
+
+    if missing_reason is not None:
+        raise DeployError(f'deploy_cfg: {args.deploy_cfg} targets {backend.value}, but {missing_reason}; the ONNX '
+                          f'file {onnx_file} is written: build the {backend.value} model from it where '
+                          f'{backend.value} is installed')
+    if backend == Backend.TENSORRT and not args.device.startswith('cuda'):
+        raise DeployError(f'--device {args.device}: TensorRT builds its engine on a CUDA device (pass --device '
+                          f'cuda:0); the ONNX file {onnx_file} is written')
+
+    calib_filename = get_calib_filename(deploy_cfg)
+    if calib_filename is not None:
+        create_calib_input_data(osp.join(args.work_dir, calib_filename), deploy_cfg, model_cfg, args.checkpoint,
+                                dataset_cfg=args.calib_dataset_cfg, dataset_type='val', device=args.device)
+
+    backend_files = to_backend(backend.value, ir_files, work_dir=args.work_dir, deploy_cfg=deploy_cfg,
+                               log_level=logging.getLevelName(args.log_level), device=args.device, uri=args.uri)
+    logger.info(f'{backend.value} files: {list(backend_files)}')
+
+    show = args.show and can_show()
+    if args.show and not show:
+        logger.warning('--show: no display here; the results are only written to files')
+    test_images = args.test_img or [args.img]
+    extra = dict(uri=args.uri) if backend == Backend.SNPE else {}
+    backend_model = task_processor.init_backend_model(backend_files, **extra)
+    visualise(task_processor, backend_model, test_images, args.work_dir, backend.value, show, backend_inputs=True)
+    visualise(task_processor, torch_model, test_images, args.work_dir, 'pytorch', show, backend_inputs=False)
+    logger.info('All process success.')
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except DeployError as error:
+        print(f'deploy.py: error: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

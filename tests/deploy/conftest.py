@@ -1,0 +1,120 @@
+"""Shared pieces of the export tests: a Mask R-CNN InternImage model config at a small test scale, its checkpoint
+with random weights, and a runner for ``deploy.py``."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_CONFIGS = REPO / 'deploy' / 'configs' / 'mmdet'
+DEMO_IMAGE = REPO / 'deploy' / 'demo.jpg'
+REPO_MODEL_CONFIG = REPO / 'configs' / 'coco' / 'mask_rcnn_internimage_t_fpn_1x_coco.py'
+TEST_SCALE = (256, 256)    # small inputs: the whole file must stay fast on 2 cores
+SCORE_THRESHOLD = 0.05     # PyTorch test_cfg and deploy post_processing use the same value
+MAX_DETECTIONS = 20        # few detections: cheap mask pasting and drawing
+INTERNIMAGE_T = dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32])
+
+
+def _mmdet_base(*parts: str) -> str:
+    import mmdet
+    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', '_base_', *parts)
+
+
+def write_model_config(path: Path, depths: list[int] | None = None) -> Path:
+    """Mask R-CNN with the InternImage-T backbone (facts 1.11), test pipeline at TEST_SCALE.
+
+    Inherits the repository's config when it exists, else mmdet's own Mask R-CNN base with the backbone swapped.
+    """
+    if REPO_MODEL_CONFIG.is_file():
+        bases = [str(REPO_MODEL_CONFIG)]
+    else:
+        bases = [_mmdet_base('models', 'mask_rcnn_r50_fpn.py'), _mmdet_base('datasets', 'coco_instance.py')]
+    depths = depths or INTERNIMAGE_T['depths']
+    path.write_text(f'''
+_base_ = {bases!r}
+model = dict(
+    backbone=dict(
+        _delete_=True, type='InternImage', core_op='DCNv3', channels={INTERNIMAGE_T['channels']},
+        depths={depths!r}, groups={INTERNIMAGE_T['groups']!r}, mlp_ratio=4., drop_path_rate=0.2, norm_layer='LN',
+        layer_scale=1.0, offset_scale=1.0, post_norm=False, with_cp=False, out_indices=(0, 1, 2, 3),
+        init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    test_cfg=dict(rcnn=dict(score_thr={SCORE_THRESHOLD}, nms=dict(type='nms', iou_threshold=0.5),
+                            max_per_img={MAX_DETECTIONS})))
+img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiScaleFlipAug', img_scale={TEST_SCALE!r}, flip=False,
+         transforms=[
+             dict(type='Resize', keep_ratio=True),
+             dict(type='RandomFlip'),
+             dict(type='Normalize', **img_norm_cfg),
+             dict(type='Pad', size_divisor=32),
+             dict(type='ImageToTensor', keys=['img']),
+             dict(type='Collect', keys=['img']),
+         ])
+]
+data = dict(val=dict(pipeline=test_pipeline), test=dict(pipeline=test_pipeline))
+''')
+    return path
+
+
+def write_random_checkpoint(model_cfg_path: Path, checkpoint_path: Path, seed: int = 0) -> Path:
+    """Random weights, made decisive: with mmdet's initialisation every class scores ~1/81 and every anchor ~0.5,
+    so rankings are near-ties that float rounding can reorder. Larger classifier weights spread the scores, so
+    detections exist above the threshold and their order is stable."""
+    import mmcv
+    import torch
+    from mmdet.core import get_classes
+    from mmdet.models import build_detector
+
+    import mmdet_custom  # noqa: F401  (registers InternImage)
+
+    torch.manual_seed(seed)
+    cfg = mmcv.Config.fromfile(str(model_cfg_path))
+    model = build_detector(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        model.rpn_head.rpn_cls.weight.normal_(0, 0.2)
+        model.roi_head.bbox_head.fc_cls.weight.normal_(0, 0.2)
+        if model.roi_head.with_mask:
+            model.roi_head.mask_head.conv_logits.weight.normal_(0, 0.2)
+    torch.save({'state_dict': model.state_dict(), 'meta': {'CLASSES': get_classes('coco')}}, checkpoint_path)
+    return checkpoint_path
+
+
+def run_deploy(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / 'deploy.py'), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO), env=env)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith('deploy.py: error:')]
+
+
+@pytest.fixture(scope='session')
+def kit() -> SimpleNamespace:
+    """The helpers above, for test modules (test files cannot import conftest under --import-mode=importlib)."""
+    return SimpleNamespace(
+        REPO=REPO, DEPLOY_CONFIGS=DEPLOY_CONFIGS, DEMO_IMAGE=DEMO_IMAGE, SCORE_THRESHOLD=SCORE_THRESHOLD,
+        MAX_DETECTIONS=MAX_DETECTIONS,
+        write_model_config=write_model_config, write_random_checkpoint=write_random_checkpoint,
+        run_deploy=run_deploy, error_lines=error_lines)
+
+
+@pytest.fixture(scope='session')
+def mmdeploy_stack():
+    """mmdeploy with the torch-2.x patches applied, in this process (skips only if mmdeploy is not installable)."""
+    pytest.importorskip('mmdeploy')
+    pytest.importorskip('onnxruntime')
+    import mmcv_custom  # noqa: F401
+    import mmdet_custom  # noqa: F401
+    from mmcv_custom.compat import apply_mmdeploy_patches
+    apply_mmdeploy_patches()

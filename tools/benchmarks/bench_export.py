@@ -1,0 +1,180 @@
+"""Mask R-CNN InternImage-T at 800x1333 on the CPU: ONNX Runtime against PyTorch eager, measured in the same run.
+
+The model is exported once with mmdeploy (deploy/configs/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py,
+opset 16, DCNv3 as GridSample), random weights. Every variant gets the same pre-processed 800x1344 input (an
+800x1333 image, padded to a multiple of 32) and keeps 100 detections (score threshold 0, so the mask head always
+runs on 100 RoIs, as a trained model's dense scenes do):
+
+  onnxruntime       a stock ONNX Runtime CPU session on end2end.onnx (graph optimisations on)
+  pytorch_end2end   the same end-to-end computation in PyTorch eager (mmdeploy's rewritten heads, 28x28 masks;
+                    DCNv3 on the compiled CPU kernel): the like-for-like comparison
+  pytorch_mmdet     mmdet's own inference (``model(return_loss=False, rescale=True)``: masks pasted at image size),
+                    what test.py runs
+
+Latency: median of interleaved repeats (the variants take turns, so a change in machine load hits all of them);
+ratios are PyTorch time / ONNX Runtime time (> 1: ONNX Runtime is faster). Both use the same number of threads.
+
+usage: python tools/benchmarks/bench_export.py [--repeats 3] [--threads 2] [--size 800 1333] [--work-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+DEPLOY_CFG = osp.join(ROOT, 'deploy', 'configs', 'mmdet', 'instance-seg', 'instance-seg_onnxruntime_dynamic.py')
+REPO_MODEL_CFG = osp.join(ROOT, 'configs', 'coco', 'mask_rcnn_internimage_t_fpn_1x_coco.py')
+MAX_DETECTIONS = 100
+
+
+def write_configs(work_dir: str, height: int, width: int) -> tuple[str, str]:
+    """Model config (the repository's Mask R-CNN InternImage-T, or mmdet's Mask R-CNN base with the InternImage-T
+    backbone until that exists) and deploy config, both keeping every detection up to MAX_DETECTIONS."""
+    import mmdet
+    if osp.isfile(REPO_MODEL_CFG):
+        bases = [REPO_MODEL_CFG]
+    else:
+        mim = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', '_base_')
+        bases = [osp.join(mim, 'models', 'mask_rcnn_r50_fpn.py'), osp.join(mim, 'datasets', 'coco_instance.py')]
+    model_cfg = osp.join(work_dir, 'mask_rcnn_internimage_t_bench.py')
+    with open(model_cfg, 'w') as file:
+        file.write(f'''
+_base_ = {bases!r}
+model = dict(
+    backbone=dict(
+        _delete_=True, type='InternImage', core_op='DCNv3', channels=64, depths=[4, 4, 18, 4],
+        groups=[4, 8, 16, 32], mlp_ratio=4., drop_path_rate=0.2, norm_layer='LN', layer_scale=1.0,
+        offset_scale=1.0, post_norm=False, with_cp=False, out_indices=(0, 1, 2, 3), init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    test_cfg=dict(rcnn=dict(score_thr=0.0, max_per_img={MAX_DETECTIONS})))
+img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiScaleFlipAug', img_scale=({width}, {height}), flip=False,
+         transforms=[dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'),
+                     dict(type='Normalize', **img_norm_cfg), dict(type='Pad', size_divisor=32),
+                     dict(type='ImageToTensor', keys=['img']), dict(type='Collect', keys=['img'])])
+]
+data = dict(test=dict(pipeline=test_pipeline))
+''')
+    deploy_cfg = osp.join(work_dir, 'deploy_bench.py')
+    with open(deploy_cfg, 'w') as file:
+        file.write(f'_base_ = [{DEPLOY_CFG!r}]\n'
+                   f'codebase_config = dict(post_processing=dict(score_threshold=0.0, keep_top_k={MAX_DETECTIONS}))\n')
+    return model_cfg, deploy_cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), metavar=('HEIGHT', 'WIDTH'))
+    parser.add_argument('--work-dir', default=None, help='keep the exported files here (default: a temp dir)')
+    args = parser.parse_args()
+    os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
+
+    import mmcv
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import mmcv_custom  # noqa: F401
+    import mmdet_custom  # noqa: F401
+    from mmcv_custom.compat import apply_mmdeploy_patches
+    apply_mmdeploy_patches()
+    from mmdeploy.apis import build_task_processor
+    from mmdeploy.apis.onnx import export
+    from mmdeploy.core import RewriterContext, patch_model
+    from mmdeploy.utils import IR, get_dynamic_axes, get_onnx_config, load_config
+    from mmdet.core import get_classes
+    from mmdet.models import build_detector
+
+    from ops_dcnv3.functions import extension_available
+
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter('ignore')
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_export_')
+    os.makedirs(work_dir, exist_ok=True)
+    height, width = args.size
+    model_cfg_path, deploy_cfg_path = write_configs(work_dir, height, width)
+    image_path = osp.join(work_dir, 'image.jpg')
+    mmcv.imwrite(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8), image_path)
+
+    torch.manual_seed(0)
+    deploy_cfg, model_cfg = load_config(deploy_cfg_path, model_cfg_path)
+    checkpoint = osp.join(work_dir, 'random.pth')
+    detector = build_detector(model_cfg.model)
+    detector.init_weights()
+    torch.save({'state_dict': detector.state_dict(), 'meta': {'CLASSES': get_classes('coco')}}, checkpoint)
+
+    task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    model = task_processor.init_pytorch_model(checkpoint)
+    data, model_inputs = task_processor.create_input(image_path, None)
+    image = model_inputs[0]
+    img_metas = data['img_metas']
+
+    onnx_file = osp.join(work_dir, 'end2end.onnx')
+    onnx_cfg = get_onnx_config(deploy_cfg)
+    start = time.perf_counter()
+    export(model, image, osp.splitext(onnx_file)[0], backend='onnxruntime', input_metas=dict(img_metas=img_metas),
+           context_info=dict(deploy_cfg=deploy_cfg), input_names=onnx_cfg['input_names'],
+           output_names=onnx_cfg['output_names'], opset_version=onnx_cfg['opset_version'],
+           dynamic_axes=get_dynamic_axes(deploy_cfg, onnx_cfg['input_names'] + onnx_cfg['output_names']),
+           keep_initializers_as_inputs=False)
+    export_seconds = time.perf_counter() - start
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_file, options, providers=['CPUExecutionProvider'])
+    ort_input = {'input': image.numpy()}
+
+    patched = patch_model(model, cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX)
+    mmdet_data = dict(img=[image], img_metas=[[meta for meta in img_metas[0]]])
+
+    def run_onnxruntime():
+        return session.run(None, ort_input)
+
+    def run_pytorch_end2end():
+        with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX, opset=16), torch.no_grad():
+            return patched(image, img_metas=img_metas)
+
+    def run_pytorch_mmdet():
+        with torch.no_grad():
+            return model(return_loss=False, rescale=True, **mmdet_data)
+
+    variants = dict(onnxruntime=run_onnxruntime, pytorch_end2end=run_pytorch_end2end,
+                    pytorch_mmdet=run_pytorch_mmdet)
+    # Kept detections (score > 0: mmdeploy's end-to-end NMS appends one all-zero padding row).
+    detections = {'onnxruntime': int((run_onnxruntime()[0][..., 4] > 0).sum()),
+                  'pytorch_end2end': int((run_pytorch_end2end()[0][..., 4] > 0).sum()),
+                  'pytorch_mmdet': sum(len(boxes) for boxes in run_pytorch_mmdet()[0][0])}   # warm-up runs
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, function in variants.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f'Mask R-CNN InternImage-T, input 1x3x{image.shape[2]}x{image.shape[3]} (image {height}x{width}), '
+          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights')
+    print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, DCNv3 compiled kernel in PyTorch: '
+          f'{extension_available()}; ONNX export took {export_seconds:.1f} s')
+    for name, median in medians.items():
+        print(f'  {name:16s} median {median:7.3f} s   (runs: {", ".join(f"{t:.3f}" for t in times[name])}; '
+              f'{detections[name]} detections)')
+    for name in ('pytorch_end2end', 'pytorch_mmdet'):
+        print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
+
+
+if __name__ == '__main__':
+    main()
