@@ -16,7 +16,9 @@ CACHE_ROOT=${INTERNIMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/internimage-det}
 
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-wheel_dir="$CACHE_ROOT/wheels/mmcv-full-$MMCV_VERSION/torch-$torch_version-$py_tag"
+# CUDA ops are compiled only where torch sees a GPU or FORCE_CUDA=1: a CPU-ops wheel must not be reused there.
+ops_tag=$("$PYTHON" -c 'import os, torch; print("cuda" if torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1" else "cpu")')
+wheel_dir="$CACHE_ROOT/wheels/mmcv-full-$MMCV_VERSION/torch-$torch_version-$py_tag-$ops_tag"
 
 installed=$("$PYTHON" - <<PY
 import importlib.metadata as md
