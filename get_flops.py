@@ -1,0 +1,119 @@
+"""Parameters and FLOPs of a detector, with the DCNv3 sampling cost the generic counter cannot see.
+
+    python get_flops.py CONFIG [--shape H W | --shape S] [--size-divisor 32] [--cfg-options k=v ...]
+
+The input is padded up to ``--size-divisor`` (-1: no padding), the detector runs ``forward_dummy`` under mmcv's
+``get_model_complexity_info`` (which counts a multiply-add as one FLOP, like the original's README table), and for
+InternImage backbones the DCNv3 core is added as the original does: per stage i, for every block,
+5 * (H / (4 * 2^i)) * (W / (4 * 2^i)) * 9 * C_i (bilinear sampling and weighting of 9 points per output channel).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from mmcv import DictAction
+from mmcv.cnn import get_model_complexity_info
+from mmdet.models import build_detector
+
+import mmcv_custom  # noqa: F401  (stack check, compatibility patches, registrations)
+import mmdet_custom  # noqa: F401  (registers the InternImage models)
+from tools.entry_utils import UserError, load_config, run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Count the parameters and FLOPs of a detector')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--shape', type=int, nargs='+', default=[800, 1280], help='input image size (H W, or S)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override some settings in the used config, the key-value pair in xxx=yyy format')
+    parser.add_argument('--size-divisor', type=int, default=32,
+                        help='Pad the input image, the minimum size that is divisible by size_divisor, -1 means do '
+                             'not pad the image.')
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        parser.error(f'--shape takes 1 or 2 integers, got {len(args.shape)}')
+    return args
+
+
+def padded_shape(shape: list[int], divisor: int) -> tuple[int, int]:
+    h, w = (shape[0], shape[0]) if len(shape) == 1 else shape
+    if divisor > 0:
+        h, w = math.ceil(h / divisor) * divisor, math.ceil(w / divisor) * divisor
+    return h, w
+
+
+def dcnv3_flops(depths: list[int], channels: int, height: int, width: int) -> int:
+    """The DCNv3 core cost the original adds for InternImage backbones (see the module docstring)."""
+    total = 0
+    for i, depth in enumerate(depths):
+        scale = 4 * 2 ** i
+        total += depth * 5 * (height / scale) * (width / scale) * 9 * (channels * 2 ** i)
+    return int(total)
+
+
+def dummy_forward(model):
+    """The detector's ``forward_dummy``; for two-stage detectors with valid random proposals.
+
+    mmdet's two-stage ``forward_dummy`` feeds ``torch.randn(1000, 4)`` as proposals: boxes with negative sizes,
+    which the CPU RoIAlign rejects (the CUDA kernel accepts them). The same 1000 proposals with x2 > x1, y2 > y1
+    cost the same FLOPs and run on the CPU as well.
+    """
+    from mmdet.models.detectors import TwoStageDetector
+    if not isinstance(model, TwoStageDetector):
+        return model.forward_dummy
+
+    def forward(img: torch.Tensor):
+        features = model.extract_feat(img)
+        outs = (model.rpn_head(features),) if model.with_rpn else ()
+        height, width = img.shape[-2:]
+        scale = img.new_tensor([width, height])
+        top_left = torch.rand(1000, 2, device=img.device) * scale
+        size = torch.rand(1000, 2, device=img.device) * scale / 2 + 1
+        proposals = torch.cat([top_left, top_left + size], dim=1)
+        return outs + (model.roi_head.forward_dummy(features, proposals),)
+
+    return forward
+
+
+def count(cfg, height: int, width: int) -> dict:
+    """``{'flops', 'params', 'dcnv3_flops'}`` of the detector in ``cfg`` for a (3, height, width) input."""
+    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    if torch.cuda.is_available():
+        model.cuda()
+    model.eval()
+    if not hasattr(model, 'forward_dummy'):
+        raise UserError(f'FLOPs counting is not supported for {type(model).__name__} (no forward_dummy)')
+    model.forward = dummy_forward(model)
+    flops, params = get_model_complexity_info(model, (3, height, width), print_per_layer_stat=False,
+                                              as_strings=False)
+    extra = 0
+    backbone = getattr(model, 'backbone', None)
+    if backbone is not None and 'InternImage' in type(backbone).__name__:
+        inner = backbone.cb_modules[0] if hasattr(backbone, 'cb_modules') else backbone
+        extra = dcnv3_flops(list(inner.depths), int(inner.channels), height, width)
+        if hasattr(backbone, 'cb_modules'):
+            extra *= len(backbone.cb_modules)  # every composite backbone runs the full DCNv3 stack
+    return dict(flops=int(flops) + extra, params=int(params), dcnv3_flops=extra)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    height, width = padded_shape(args.shape, args.size_divisor)
+    cfg = load_config(args.config, args.cfg_options)
+    result = count(cfg, height, width)
+    line = '=' * 30
+    requested = tuple(args.shape) if len(args.shape) == 2 else (args.shape[0], args.shape[0])
+    if requested != (height, width):
+        print(f'{line}\nUse size divisor set input shape from {(3, *requested)} to {(3, height, width)}\n')
+    print(f'{line}\nInput shape: {(3, height, width)}\n'
+          f'Flops: {result["flops"] / 1e9:.2f} GFLOPs (DCNv3 core: {result["dcnv3_flops"] / 1e9:.2f} GFLOPs)\n'
+          f'Params: {result["params"] / 1e6:.2f} M\n{line}')
+    print('!!!Please be cautious if you use the results in papers. You may need to check if all ops are supported '
+          'and verify that the flops computation is correct.')
+    return result
+
+
+if __name__ == '__main__':
+    run_cli(main, 'get_flops.py')

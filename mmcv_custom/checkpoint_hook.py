@@ -1,0 +1,119 @@
+"""Checkpoints written atomically, so a crash while saving never leaves a broken latest checkpoint.
+
+mmcv's ``CheckpointHook`` has the runner ``torch.save`` straight to ``work_dir/epoch_N.pth`` and then points
+``latest.pth`` at it: a process killed mid-write leaves a truncated file that ``--auto-resume`` then picks up.
+``AtomicCheckpointHook`` (same arguments, registered in mmcv's HOOKS) writes each checkpoint to a temporary file
+in the same directory, flushes it to disk and renames it into place (``os.replace`` is atomic on POSIX); the
+``latest.pth`` symlink is swapped the same way. ``train.py`` uses it for every config whose ``checkpoint_config``
+names no other hook type.
+
+One more difference: for iteration-based runners mmcv records ``meta['iter']`` one lower than the number of
+iterations the checkpoint contains (it saves before the runner increments its counter), so a run resumed from
+``iter_N.pth`` repeated iteration N. Here ``meta['iter']`` is the number of completed iterations.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import torch
+from mmcv.parallel import is_module_wrapper
+from mmcv.runner import HOOKS, CheckpointHook, get_dist_info
+from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
+
+TMP_SUFFIX = '.tmp'  # not '.pth': mmdet's find_latest_checkpoint must never see a half-written file
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename durable (the directory entry itself is flushed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same directory and an atomic rename."""
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp_path = f'{path}.{os.getpid()}{TMP_SUFFIX}'
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+    _fsync_directory(directory)
+
+
+def atomic_symlink(target: str, link_path: str) -> None:
+    """Point ``link_path`` at ``target`` (relative name) by creating a new link and renaming it over the old."""
+    tmp_link = f'{link_path}.{os.getpid()}{TMP_SUFFIX}'
+    if osp.lexists(tmp_link):
+        os.remove(tmp_link)
+    os.symlink(target, tmp_link)
+    os.replace(tmp_link, link_path)
+
+
+def build_checkpoint(runner, meta: dict | None, save_optimizer: bool, by_epoch: bool) -> dict:
+    """The dict mmcv's ``save_checkpoint`` would write, with the runner's meta and the epoch/iter counters."""
+    meta = dict(meta or {})
+    if runner.meta is not None:
+        meta.update(runner.meta)
+    completed_iters = runner.iter if by_epoch else runner.iter + 1  # see the module docstring
+    meta.update(epoch=runner.epoch + 1, iter=completed_iters)
+    import mmcv
+    meta.update(mmcv_version=mmcv.__version__)
+    model = runner.model.module if is_module_wrapper(runner.model) else runner.model
+    if hasattr(model, 'CLASSES') and model.CLASSES is not None:
+        meta.update(CLASSES=model.CLASSES)
+    checkpoint = dict(meta=meta, state_dict=weights_to_cpu(get_state_dict(model)))
+    optimizer = runner.optimizer if save_optimizer else None
+    if isinstance(optimizer, torch.optim.Optimizer):
+        checkpoint['optimizer'] = optimizer.state_dict()
+    elif isinstance(optimizer, dict):
+        checkpoint['optimizer'] = {name: optim.state_dict() for name, optim in optimizer.items()}
+    return checkpoint
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` whose checkpoints and ``latest.pth`` link are replaced atomically (local paths only;
+    other storage backends fall back to mmcv's behaviour)."""
+
+    def _save_checkpoint(self, runner) -> None:
+        rank, _ = get_dist_info()
+        if rank != 0:
+            return
+        if not isinstance(self.out_dir, str) or '://' in self.out_dir:
+            return super()._save_checkpoint(runner)
+        by_epoch = self.by_epoch
+        default_tmpl = 'epoch_{}.pth' if by_epoch else 'iter_{}.pth'
+        filename_tmpl = self.args.get('filename_tmpl', default_tmpl)
+        step = runner.epoch + 1 if by_epoch else runner.iter + 1
+        filename = filename_tmpl.format(step)
+        path = osp.join(self.out_dir, filename)
+
+        checkpoint = build_checkpoint(runner, self.args.get('meta'), self.save_optimizer, by_epoch)
+        atomic_torch_save(checkpoint, path)
+        if self.args.get('create_symlink', True):
+            atomic_symlink(filename, osp.join(self.out_dir, 'latest.pth'))
+
+        if runner.meta is not None:
+            runner.meta.setdefault('hook_msgs', dict())
+            runner.meta['hook_msgs']['last_ckpt'] = path
+        if self.max_keep_ckpts > 0:
+            for old_step in range(step - self.max_keep_ckpts * self.interval, 0, -self.interval):
+                old_path = osp.join(self.out_dir, filename_tmpl.format(old_step))
+                if not osp.isfile(old_path):
+                    break
+                os.remove(old_path)
