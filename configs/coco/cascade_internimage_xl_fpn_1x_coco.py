@@ -1,98 +1,12 @@
-# Cascade Mask R-CNN + InternImage-XL, 1x schedule (12 epochs), single-scale 1333x800 training, 8 GPUs x 2 images.
-# The three box heads are 4conv1fc heads with SyncBN and GIoU loss (SyncBN needs a distributed launcher; train.py
-# and test.py switch it to BN for a single-process run).
-_base_ = [
-    '../_base_/models/cascade_mask_rcnn_r50_fpn.py',
-    '../_base_/datasets/coco_instance.py',
-    '../_base_/schedules/schedule_1x.py',
-    '../_base_/default_runtime.py',
-]
+# Cascade Mask R-CNN + InternImage-XL, 1x schedule (12 epochs), single-scale 1333x800 training, 8 GPUs x 2 images:
+# the InternImage-L config with the XL backbone, its FPN inputs and XL's layer count.
+_base_ = ['./cascade_internimage_l_fpn_1x_coco.py']
 pretrained = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/internimage_xl_22k_192to384.pth'
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='InternImage',
-        core_op='DCNv3',
         channels=192,
         depths=[5, 5, 24, 5],
         groups=[12, 24, 48, 96],
-        mlp_ratio=4.,
-        drop_path_rate=0.4,
-        norm_layer='LN',
-        layer_scale=1.0,
-        offset_scale=2.0,
-        post_norm=True,
-        with_cp=False,
-        out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(
-        type='FPN',
-        in_channels=[192, 384, 768, 1536],
-        out_channels=256,
-        num_outs=5),
-    roi_head=dict(
-        bbox_head=[
-            dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0., 0., 0., 0.],
-                    target_stds=[0.1, 0.1, 0.2, 0.2]),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
-                norm_cfg=dict(type='SyncBN', requires_grad=True),
-                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-            dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0., 0., 0., 0.],
-                    target_stds=[0.05, 0.05, 0.1, 0.1]),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
-                norm_cfg=dict(type='SyncBN', requires_grad=True),
-                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-            dict(
-                type='ConvFCBBoxHead',
-                num_shared_convs=4,
-                num_shared_fcs=1,
-                in_channels=256,
-                conv_out_channels=256,
-                fc_out_channels=1024,
-                roi_feat_size=7,
-                num_classes=80,
-                bbox_coder=dict(
-                    type='DeltaXYWHBBoxCoder',
-                    target_means=[0., 0., 0., 0.],
-                    target_stds=[0.033, 0.033, 0.067, 0.067]),
-                reg_class_agnostic=False,
-                reg_decoded_bbox=True,
-                norm_cfg=dict(type='SyncBN', requires_grad=True),
-                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-        ]))
-data = dict(samples_per_gpu=2)
-optimizer = dict(
-    _delete_=True, type='AdamW', lr=0.0001, weight_decay=0.05,
-    constructor='CustomLayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(num_layers=39, layer_decay_rate=0.94, depths=[5, 5, 24, 5]))
-optimizer_config = dict(grad_clip=None)
-# fp16 = dict(loss_scale=dict(init_scale=512))
-evaluation = dict(save_best='auto')
-checkpoint_config = dict(interval=1, max_keep_ckpts=3, save_last=True)
+    neck=dict(in_channels=[192, 384, 768, 1536]))
+optimizer = dict(paramwise_cfg=dict(num_layers=39, depths=[5, 5, 24, 5]))
