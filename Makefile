@@ -11,7 +11,7 @@ CONSTRAINTS := -c requirements/constraints.txt
 # The machines' pip configuration lists local package folders that do not all exist; drop that noise only.
 QUIET_PIP := grep -v "WARNING: Location" || true
 
-.PHONY: setup test demo bench lint clean-venv
+.PHONY: setup test test-gpu gpu-check demo bench lint clean-venv
 
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
@@ -36,6 +36,14 @@ $(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml to
 
 test: setup
 	$(PY) -m pytest
+
+# Only the tests that need a GPU (marker `cuda`; they skip with the reason where none is visible).
+test-gpu: setup
+	$(PY) -m pytest -m cuda
+
+# The GPU check on a bare GPU machine (torch, timm, nvcc, ninja; no mmcv/mmdet, no venv): see the README.
+gpu-check:
+	bash tools/gpu_check.sh
 
 demo: setup
 	bash tools/run_demo.sh $(PY)

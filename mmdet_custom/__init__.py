@@ -1,10 +1,14 @@
 """InternImage detection plugin for MMDetection 2.x.
 
 Importing it checks the installed stack, applies the old-stack compatibility patches, and registers
-the backbones, heads, detectors, necks and datasets into mmdet's registries.
+the backbones, heads, detectors, necks and datasets into mmdet's registries. Where neither mmcv nor mmdet is
+installed it does none of that, so the plain-PyTorch backbones (models/backbones) still import with torch alone.
 """
-import mmcv_custom  # noqa: F401  (stack check and compatibility patches come first)
+from ._stack import MMDET_STACK_INSTALLED
 
-from . import datasets, models  # noqa: F401,E402
+if MMDET_STACK_INSTALLED:
+    import mmcv_custom  # noqa: F401  (stack check and compatibility patches come first)
+
+    from . import datasets, models  # noqa: F401
 
 __version__ = '0.1.0'

@@ -3,7 +3,8 @@
     python setup.py build_ext --inplace         # in place, next to this file (what make.sh runs)
     pip install . --no-build-isolation           # as a package of its own
 
-The CUDA kernel is compiled whenever nvcc and a CUDA build of torch are present, even with no GPU visible.
+The CUDA kernel is compiled whenever nvcc and a CUDA build of torch are present, even with no GPU visible. The
+extension needs GCC or Clang (Linux, macOS); on Windows (MSVC) it is not built and DCNv3 runs the PyTorch core.
 Environment: DCNV3_FORCE_CPU=1 builds the CPU kernel only; CUDA_HOME / CUDA_PATH name the toolkit;
 TORCH_CUDA_ARCH_LIST overrides the default architectures (Volta..Hopper, minus what the installed nvcc dropped);
 MAX_JOBS limits parallel compile jobs.
@@ -94,6 +95,11 @@ def extension_kind() -> tuple[str, str | None, str]:
 
 
 def make_extensions():
+    if sys.platform == 'win32':
+        # The CPU kernel is written with GCC/Clang vector extensions and target attributes, which MSVC lacks.
+        _log('not building ops_dcnv3._C: the compiled extension needs GCC or Clang, and MSVC is the compiler on '
+             'Windows. ops_dcnv3 installs without it and DCNv3 runs the pure-PyTorch core (it warns once).')
+        return [], {}
     kind, cuda_home, reason = extension_kind()
     if kind == 'cuda':
         os.environ['CUDA_HOME'] = cuda_home
@@ -104,11 +110,9 @@ def make_extensions():
     # compiled with OpenMP (it then shares torch's OpenMP runtime, libgomp.so.1, already loaded by libtorch_cpu).
     if sys.platform.startswith('linux'):
         cxx_flags, link_flags = ['-O3', '-fopenmp'], ['-fopenmp']
-    elif sys.platform == 'win32':
-        cxx_flags, link_flags = ['/O2', '/openmp'], []
     else:  # macOS: torch uses its native thread pool there; omp simd hints only
         cxx_flags, link_flags = ['-O3', '-fopenmp-simd'], []
-    sources = ['src/vision.cpp', 'src/cpu/dcnv3_cpu.cpp']
+    sources = ['src/vision.cpp', 'src/cpu/dcnv3_cpu.cpp', 'src/cpu/dcnv3_cuda_bodies_host.cpp']
     if kind == 'cuda':
         _log(f'building the CPU and CUDA kernels ({reason}; TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]})')
         extension = CUDAExtension(

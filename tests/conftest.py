@@ -16,9 +16,13 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 def _seed_everything():
     import random
 
-    import numpy as np
     import torch
     random.seed(0)
-    np.random.seed(0)
     torch.manual_seed(0)
+    try:  # a bare GPU machine (tools/gpu_check.sh) may have torch without numpy
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        np.random.seed(0)
     yield

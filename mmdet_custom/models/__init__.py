@@ -1,1 +1,4 @@
-from . import backbones, dense_heads, detectors, necks, utils  # noqa: F401  (registers the modules)
+from .._stack import MMDET_STACK_INSTALLED
+
+if MMDET_STACK_INSTALLED:  # the heads, detectors and necks are mmdet modules; backbones import without it
+    from . import backbones, dense_heads, detectors, necks, utils  # noqa: F401  (registers the modules)

@@ -1,6 +1,6 @@
 """DCNv3 core: the pure-PyTorch reference and the autograd function over the compiled extension.
 
-Semantics (facts file, section 2.2): input ``(N, H, W, G*Gc)`` channels-last, ``offset``
+Semantics (docs/dcnv3_operator.md): input ``(N, H, W, G*Gc)`` channels-last, ``offset``
 ``(N, H_out, W_out, G*K*2)`` with the (x, y) pair of point ``k`` of group ``g`` at ``(g*K + k)*2``,
 ``mask`` ``(N, H_out, W_out, G*K)``; kernel point ``k = i*kernel_h + j`` with ``i`` the column (x) index as
 the outer loop. Sampling is bilinear with zeros outside the image, and ``offset_scale`` scales both the

@@ -1,6 +1,6 @@
 """DCNv3 modules: ``DCNv3`` (compiled core, PyTorch fallback) and ``DCNv3_pytorch`` (PyTorch core).
 
-Parameter names and shapes are upstream's, so released checkpoints load unchanged (facts file 1.3, 2.1).
+Parameter names and shapes are upstream's, so released checkpoints load unchanged (docs/checkpoints.md).
 """
 from __future__ import annotations
 
@@ -141,8 +141,21 @@ class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
             self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
             self.offset_scale)
 
+    def _check_input(self, input: torch.Tensor) -> None:
+        """One line naming the expected layout instead of a shape error from the first Linear."""
+        if isinstance(input, torch.Tensor) and input.dim() == 4 and input.shape[-1] == self.channels:
+            return
+        shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
+        hint = ''
+        if isinstance(input, torch.Tensor) and input.dim() == 4 and input.shape[1] == self.channels:
+            hint = ': this looks channels-first (N, C, H, W); pass input.permute(0, 2, 3, 1)'
+        raise ValueError(f'{type(self).__name__}: input must be channels-last (N, H, W, C) with C = channels = '
+                         f'{self.channels}, got shape {shape}{hint}')
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """:param input: (N, H, W, C) channels-last. :return: (N, H, W, C)."""
+        if not torch.jit.is_tracing():  # traced sizes are graph values in an export: nothing to check there
+            self._check_input(input)
         N, H, W, _ = input.shape
         x = self.input_proj(input)
         x_proj = x

@@ -5,6 +5,7 @@
 // per target architecture.
 #include <ATen/ATen.h>
 
+#include <string>
 #include <vector>
 
 #include "common/dcnv3_math.h"
@@ -19,6 +20,14 @@ std::vector<at::Tensor> cpu_backward(const at::Tensor& input, const at::Tensor& 
                                      const at::Tensor& grad_output, const Geometry& geo);
 // Name of the CPU code path in use ("avx2" or "baseline").
 std::string cpu_isa();
+
+// Test-only host harness of the CUDA kernel bodies (cpu/dcnv3_cuda_bodies_host.cpp): same arguments and results as
+// cuda_forward / cuda_backward, on CPU tensors. pack: channels per forward thread, 0 = the launcher's choice.
+at::Tensor cuda_bodies_forward_host(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                                    const Geometry& geo, int pack);
+std::vector<at::Tensor> cuda_bodies_backward_host(const at::Tensor& input, const at::Tensor& offset,
+                                                  const at::Tensor& mask, const at::Tensor& grad_output,
+                                                  const Geometry& geo, int pack);
 
 #ifdef WITH_CUDA
 at::Tensor cuda_forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,

@@ -1,63 +1,34 @@
-// Python bindings of ops_dcnv3._C: argument checks, then the CPU or CUDA implementation.
+// Python bindings of ops_dcnv3._C: invariant checks, then the CPU or CUDA implementation.
+//
+// Argument validation has one source of truth: ops_dcnv3.functions.check_dcnv3_args (Python), which every caller
+// (DCNv3Function, the PyTorch core, the tests) runs first and whose messages users see. The checks here only guard
+// the invariants the kernels rely on for memory safety; a failure means the extension was called directly with
+// arguments check_dcnv3_args would have refused, and the message says which invariant failed and where to look.
 #include <torch/extension.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "dcnv3.h"
 
+#define DCNV3_CHECK_INVARIANT(condition)                                                                     \
+  TORCH_CHECK(condition, "dcnv3: invariant `" #condition "` does not hold: ops_dcnv3._C expects arguments " \
+              "validated by ops_dcnv3.functions.check_dcnv3_args (call DCNv3Function, which runs it)")
+
 namespace dcnv3 {
 namespace {
-
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << "(";
-  for (size_t i = 0; i < sizes.size(); ++i) out << (i ? ", " : "") << sizes[i];
-  out << ")";
-  return out.str();
-}
-
-void check_tensor(const at::Tensor& tensor, const char* name, const at::Tensor& input) {
-  TORCH_CHECK(tensor.defined(), "dcnv3: ", name, " is undefined");
-  TORCH_CHECK(tensor.dim() == 4, "dcnv3: ", name, " must be a 4-D channels-last tensor, got shape ",
-              shape_str(tensor.sizes()));
-  TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), "dcnv3: ", name, " has dtype ", tensor.scalar_type(),
-              " but input has dtype ", input.scalar_type());
-  TORCH_CHECK(tensor.device() == input.device(), "dcnv3: ", name, " is on ", tensor.device(),
-              " but input is on ", input.device());
-}
-
-void check_shape(const at::Tensor& tensor, const char* name, std::vector<int64_t> expected) {
-  TORCH_CHECK(tensor.sizes() == at::IntArrayRef(expected), "dcnv3: ", name, " must have shape ",
-              shape_str(expected), " (N, H_out, W_out, ...) for this input and kernel geometry, got ",
-              shape_str(tensor.sizes()));
-}
 
 Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, int kernel_h,
                        int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h,
                        int dilation_w, int group, int group_channels, double offset_scale, int im2col_step) {
-  TORCH_CHECK(input.defined() && input.dim() == 4,
-              "dcnv3: input must be a 4-D channels-last tensor (N, H, W, C), got shape ",
-              input.defined() ? shape_str(input.sizes()) : std::string("undefined"));
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), "dcnv3: input must be floating point, got ",
-              input.scalar_type());
-  check_tensor(offset, "offset", input);
-  check_tensor(mask, "mask", input);
-  TORCH_CHECK(kernel_h >= 1 && kernel_w >= 1, "dcnv3: kernel_h and kernel_w must be >= 1, got ", kernel_h, ", ",
-              kernel_w);
-  TORCH_CHECK(stride_h >= 1 && stride_w >= 1, "dcnv3: stride_h and stride_w must be >= 1, got ", stride_h, ", ",
-              stride_w);
-  TORCH_CHECK(pad_h >= 0 && pad_w >= 0, "dcnv3: pad_h and pad_w must be >= 0, got ", pad_h, ", ", pad_w);
-  TORCH_CHECK(dilation_h >= 1 && dilation_w >= 1, "dcnv3: dilation_h and dilation_w must be >= 1, got ",
-              dilation_h, ", ", dilation_w);
-  TORCH_CHECK(group >= 1 && group_channels >= 1, "dcnv3: group and group_channels must be >= 1, got ", group, ", ",
-              group_channels);
-  TORCH_CHECK(im2col_step >= 1, "dcnv3: im2col_step must be >= 1, got ", im2col_step);
-  TORCH_CHECK(input.size(3) == static_cast<int64_t>(group) * group_channels,
-              "dcnv3: input must be channels-last (N, H, W, C) with C = group * group_channels = ", group, " * ",
-              group_channels, " = ", static_cast<int64_t>(group) * group_channels, ", got shape ",
-              shape_str(input.sizes()));
+  DCNV3_CHECK_INVARIANT(input.dim() == 4 && offset.dim() == 4 && mask.dim() == 4);
+  DCNV3_CHECK_INVARIANT(at::isFloatingType(input.scalar_type()));
+  DCNV3_CHECK_INVARIANT(offset.scalar_type() == input.scalar_type() && mask.scalar_type() == input.scalar_type());
+  DCNV3_CHECK_INVARIANT(offset.device() == input.device() && mask.device() == input.device());
+  DCNV3_CHECK_INVARIANT(kernel_h >= 1 && kernel_w >= 1 && stride_h >= 1 && stride_w >= 1);
+  DCNV3_CHECK_INVARIANT(pad_h >= 0 && pad_w >= 0 && dilation_h >= 1 && dilation_w >= 1);
+  DCNV3_CHECK_INVARIANT(group >= 1 && group_channels >= 1 && im2col_step >= 1);
+  DCNV3_CHECK_INVARIANT(input.size(3) == static_cast<int64_t>(group) * group_channels);
   Geometry geo;
   geo.batch = input.size(0);
   geo.height_in = static_cast<int>(input.size(1));
@@ -67,14 +38,19 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset, const 
   geo.group = group, geo.group_channels = group_channels, geo.offset_scale = offset_scale;
   const int64_t height_out = (geo.height_in + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1;
   const int64_t width_out = (geo.width_in + 2 * pad_w - (dilation_w * (kernel_w - 1) + 1)) / stride_w + 1;
-  TORCH_CHECK(height_out >= 1 && width_out >= 1, "dcnv3: input of shape ", shape_str(input.sizes()),
-              " is too small for the kernel geometry (output would be ", height_out, " x ", width_out, ")");
+  DCNV3_CHECK_INVARIANT(height_out >= 1 && width_out >= 1);
   geo.height_out = static_cast<int>(height_out);
   geo.width_out = static_cast<int>(width_out);
   const int64_t points = static_cast<int64_t>(group) * kernel_h * kernel_w;
-  check_shape(offset, "offset", {geo.batch, height_out, width_out, points * 2});
-  check_shape(mask, "mask", {geo.batch, height_out, width_out, points});
+  DCNV3_CHECK_INVARIANT(offset.sizes() == at::IntArrayRef({geo.batch, height_out, width_out, points * 2}));
+  DCNV3_CHECK_INVARIANT(mask.sizes() == at::IntArrayRef({geo.batch, height_out, width_out, points}));
   return geo;
+}
+
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input, const Geometry& geo) {
+  DCNV3_CHECK_INVARIANT(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device());
+  DCNV3_CHECK_INVARIANT(grad_output.sizes() ==
+                        at::IntArrayRef({geo.batch, geo.height_out, geo.width_out, geo.channels()}));
 }
 
 }  // namespace
@@ -104,8 +80,7 @@ std::vector<at::Tensor> backward(const at::Tensor& input_, const at::Tensor& off
                                  const at::Tensor& grad_output_, int im2col_step) {
   const Geometry geo = make_geometry(input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                                      dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step);
-  check_tensor(grad_output_, "grad_output", input_);
-  check_shape(grad_output_, "grad_output", {geo.batch, geo.height_out, geo.width_out, geo.channels()});
+  check_grad_output(grad_output_, input_, geo);
   const auto input = input_.contiguous(), offset = offset_.contiguous(), mask = mask_.contiguous();
   const auto grad_output = grad_output_.contiguous();
   if (input.is_cuda()) {
@@ -119,14 +94,58 @@ std::vector<at::Tensor> backward(const at::Tensor& input_, const at::Tensor& off
   return cpu_backward(input, offset, mask, grad_output, geo);
 }
 
+// The host harness of the CUDA kernel bodies, for the tests: same arguments as forward/backward plus `pack`.
+at::Tensor bodies_forward_host(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& mask_,
+                               int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w,
+                               int dilation_h, int dilation_w, int group, int group_channels, double offset_scale,
+                               int im2col_step, int pack) {
+  const Geometry geo = make_geometry(input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                     dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step);
+  DCNV3_CHECK_INVARIANT(input_.is_cpu());
+  return cuda_bodies_forward_host(input_.contiguous(), offset_.contiguous(), mask_.contiguous(), geo, pack);
+}
+
+std::vector<at::Tensor> bodies_backward_host(const at::Tensor& input_, const at::Tensor& offset_,
+                                             const at::Tensor& mask_, int kernel_h, int kernel_w, int stride_h,
+                                             int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w,
+                                             int group, int group_channels, double offset_scale,
+                                             const at::Tensor& grad_output_, int im2col_step, int pack) {
+  const Geometry geo = make_geometry(input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                     dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step);
+  check_grad_output(grad_output_, input_, geo);
+  DCNV3_CHECK_INVARIANT(input_.is_cpu());
+  return cuda_bodies_backward_host(input_.contiguous(), offset_.contiguous(), mask_.contiguous(),
+                                   grad_output_.contiguous(), geo, pack);
+}
+
 }  // namespace dcnv3
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  namespace py = pybind11;
   m.doc() = "DCNv3 deformable convolution core (CPU kernel, and CUDA kernel when built with CUDA)";
-  m.def("dcnv3_forward", &dcnv3::forward, "DCNv3 forward (input, offset, mask, 12 geometry arguments, im2col_step)");
-  m.def("dcnv3_backward", &dcnv3::backward,
-        "DCNv3 backward (input, offset, mask, 11 geometry arguments, offset_scale, grad_output, im2col_step) -> "
-        "[grad_input, grad_offset, grad_mask]");
+  // Upstream's 15 arguments: 3 tensors, 10 integer geometry arguments, offset_scale, im2col_step (backward: 16,
+  // grad_output between offset_scale and im2col_step). py::arg names make them part of the docstring.
+#define DCNV3_GEOMETRY_ARGS                                                                                     \
+  py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),         \
+      py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("group"), py::arg("group_channels"), \
+      py::arg("offset_scale")
+  m.def("dcnv3_forward", &dcnv3::forward,
+        "DCNv3 forward (15 arguments) -> output (N, H_out, W_out, group * group_channels)", py::arg("input"),
+        py::arg("offset"), py::arg("mask"), DCNV3_GEOMETRY_ARGS, py::arg("im2col_step"));
+  m.def("dcnv3_backward", &dcnv3::backward, "DCNv3 backward (16 arguments) -> [grad_input, grad_offset, grad_mask]",
+        py::arg("input"), py::arg("offset"), py::arg("mask"), DCNV3_GEOMETRY_ARGS, py::arg("grad_output"),
+        py::arg("im2col_step"));
+  m.def("cuda_bodies_forward_host", &dcnv3::bodies_forward_host,
+        "Test-only: the CUDA forward kernel's per-thread body run on the host for every thread index (16 "
+        "arguments: dcnv3_forward's 15, then pack = channels per thread, 0 = the launcher's choice)",
+        py::arg("input"), py::arg("offset"), py::arg("mask"), DCNV3_GEOMETRY_ARGS, py::arg("im2col_step"),
+        py::arg("pack") = 0);
+  m.def("cuda_bodies_backward_host", &dcnv3::bodies_backward_host,
+        "Test-only: the CUDA backward kernels' per-thread bodies run on the host for every thread index (17 "
+        "arguments: dcnv3_backward's 16, then pack) -> [grad_input, grad_offset, grad_mask]",
+        py::arg("input"), py::arg("offset"), py::arg("mask"), DCNV3_GEOMETRY_ARGS, py::arg("grad_output"),
+        py::arg("im2col_step"), py::arg("pack") = 0);
+#undef DCNV3_GEOMETRY_ARGS
   m.def("cpu_isa", &dcnv3::cpu_isa, "CPU code path in use: 'avx2' or 'baseline'");
 #ifdef WITH_CUDA
   m.attr("with_cuda") = true;

@@ -1,4 +1,4 @@
-"""CB-InternImage: upstream key names and sizes (facts 3.8, 3.9, 1.3) and the composite forward."""
+"""CB-InternImage: upstream key names and sizes (docs/checkpoints.md) and the composite forward."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +12,9 @@ from mmdet_custom.models.backbones.intern_image import INTERN_IMAGE_VARIANTS, In
 
 OUT_INDICES = [(0, 1, 2, 3), (1, 2, 3)]  # the CB-H configs' value
 SMALL = dict(channels=32, depths=[1, 1, 2, 1], groups=[2, 4, 8, 16], drop_path_rate=0.0, layer_scale=1.0)
-# Facts 1.3: CB-H parameter and state_dict key counts; H's key count.
+# Released CB-H checkpoint (docs/checkpoints.md): parameter and state_dict key counts; H's key count.
 CB_H_PARAMS, CB_H_KEYS, H_KEYS = 2_152_954_720, 2678, 1335
-# Facts 3.8: (i, j) pairs of cb_linears that are 1x1 convs (j = 0 is an Identity).
+# docs/checkpoints.md: (i, j) pairs of cb_linears that are 1x1 convs (j = 0 is an Identity).
 CB_LINEAR_CONVS = [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (2, 1)]
 
 
@@ -65,7 +65,7 @@ def test_cb_h_keys_shapes_and_size():
 
 
 def _reference_cb_forward(model: CBInternImage, img: torch.Tensor):
-    """Facts 3.8 forward, written against copy 0 as a standalone InternImage and copy 1's stages."""
+    """The CB forward (docs/checkpoints.md), written against copy 0 as a standalone InternImage and copy 1's stages."""
     first, second = model.cb_modules
     standalone = InternImage(**SMALL, out_indices=(0, 1, 2, 3)).eval()
     standalone.load_state_dict(first.state_dict())

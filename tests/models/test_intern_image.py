@@ -1,7 +1,7 @@
 """InternImage backbone: checkpoint keys/shapes per variant, loading, forward against an independent reference.
 
-Expected key tables, sizes and hyper-parameters are written from the facts file (sections 1.3, 1.4-1.6, 1.11),
-not taken from the model under test.
+Expected key tables, sizes and hyper-parameters are written from the released checkpoints and configs
+(docs/checkpoints.md, docs/model_zoo.md), not taken from the model under test.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from mmdet_custom.models.backbones.intern_image import INTERN_IMAGE_VARIANTS, InternImage
 from ops_dcnv3.functions import dcnv3_core_pytorch, extension_available
 
-# Facts file 1.11 (detection configs); XL's drop_path_rate is its 1x value.
-FACTS_VARIANTS = {
+# The released detection configs (docs/model_zoo.md); XL's drop_path_rate is its 1x value.
+RELEASED_VARIANTS = {
     'T': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=1.0, offset_scale=1.0,
               post_norm=False),
     'S': dict(channels=80, depths=[4, 4, 21, 4], groups=[5, 10, 20, 40], layer_scale=1.0, offset_scale=1.0,
@@ -34,9 +34,9 @@ FACTS_VARIANTS = {
               post_norm=True, dw_kernel_size=5, level2_post_norm=True,
               level2_post_norm_block_ids=[5, 11, 17, 23, 29, 35, 41, 47], center_feature_scale=True),
 }
-FACTS_DROP_PATH = {'T': 0.2, 'S': 0.3, 'B': 0.4, 'L': 0.4, 'XL': 0.4, 'H': 0.5, 'G': 0.5}
-# Facts file 1.3: (parameter count, state_dict key count).
-FACTS_SIZES = {'T': (28_769_520, 685), 'S': (48_502_560, 743), 'B': (94_909_920, 743), 'L': (218_952_370, 831),
+RELEASED_DROP_PATH = {'T': 0.2, 'S': 0.3, 'B': 0.4, 'L': 0.4, 'XL': 0.4, 'H': 0.5, 'G': 0.5}
+# The released checkpoints (docs/checkpoints.md): (parameter count, state_dict key count).
+RELEASED_SIZES = {'T': (28_769_520, 685), 'S': (48_502_560, 743), 'B': (94_909_920, 743), 'L': (218_952_370, 831),
                'XL': (328_971_228, 875), 'H': (1_073_122_480, 1335), 'G': (3_052_781_184, 1273)}
 BUILT_ON_META = {'B', 'L', 'XL', 'H', 'G'}  # only key names/shapes are needed; H and G are 1B+ parameters
 
@@ -46,7 +46,7 @@ SMALL = dict(channels=32, depths=[1, 1, 2, 1], groups=[2, 4, 8, 16], drop_path_r
 def expected_state_dict_shapes(channels, depths, groups, mlp_ratio=4.0, layer_scale=None, post_norm=False,
                                res_post_norm=False, dw_kernel_size=None, level2_post_norm=False,
                                level2_post_norm_block_ids=None, center_feature_scale=False, **_unused):
-    """The key -> shape table of facts file 1.3 (LN norms, 3x3 DCN kernel: K = 9)."""
+    """The key -> shape table of the released checkpoints (LN norms, 3x3 DCN kernel: K = 9; docs/checkpoints.md)."""
     C, K, k_dw = channels, 9, dw_kernel_size or 3
     table = {}
 
@@ -99,12 +99,8 @@ def expected_state_dict_shapes(channels, depths, groups, mlp_ratio=4.0, layer_sc
     return table
 
 
-def build(variant_cfg: dict, on_meta: bool = False, **overrides) -> InternImage:
-    cfg = {**variant_cfg, **overrides}
-    if on_meta:
-        with torch.device('meta'):
-            return InternImage(**cfg)
-    return InternImage(**cfg)
+def build(variant_cfg: dict, **overrides) -> InternImage:
+    return InternImage(**{**variant_cfg, **overrides})
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
@@ -129,41 +125,55 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
 # Variant table, keys, shapes, sizes
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_variant_table_matches_facts():
-    assert set(INTERN_IMAGE_VARIANTS) == set(FACTS_VARIANTS)
-    for name, facts in FACTS_VARIANTS.items():
+def test_variant_table_matches_released_configs():
+    assert set(INTERN_IMAGE_VARIANTS) == set(RELEASED_VARIANTS)
+    for name, released in RELEASED_VARIANTS.items():
         variant = INTERN_IMAGE_VARIANTS[name]
-        for key, value in facts.items():
+        for key, value in released.items():
             assert variant.get(key) == value, (name, key)
-        assert variant['drop_path_rate'] == FACTS_DROP_PATH[name]
+        assert variant['drop_path_rate'] == RELEASED_DROP_PATH[name]
         for key in ('res_post_norm', 'level2_post_norm', 'center_feature_scale'):
-            assert bool(variant.get(key, False)) == bool(facts.get(key, False)), (name, key)
-        # Facts 1.11: 16 channels per group for T..XL, 32 for H/G, at every stage.
-        group_channels = {FACTS_VARIANTS[name]['channels'] * 2 ** i // g for i, g in enumerate(facts['groups'])}
+            assert bool(variant.get(key, False)) == bool(released.get(key, False)), (name, key)
+        # Released configs: 16 channels per group for T..XL, 32 for H/G, at every stage.
+        group_channels = {RELEASED_VARIANTS[name]['channels'] * 2 ** i // g for i, g in enumerate(released['groups'])}
         assert group_channels == ({32} if name in ('H', 'G') else {16})
 
 
-@pytest.mark.parametrize('name', list(FACTS_VARIANTS))
+def test_from_variant_builds_the_table_entry_with_overrides():
+    model = InternImage.from_variant('S', core_op='DCNv3_pytorch', out_indices=(2, 3), drop_path_rate=0.0)
+    assert (model.channels, model.depths, model.post_norm, model.out_indices) == (80, [4, 4, 21, 4], True, (2, 3))
+    assert [level.blocks[0].dcn.group for level in model.levels] == [5, 10, 20, 40]
+    assert model.levels[0].blocks[0].dcn.offset_scale == 1.0 and model.levels[0].blocks[0].layer_scale
+    with pytest.raises(ValueError, match="variant must be one of \\['T', 'S', 'B', 'L', 'XL', 'H', 'G'\\], got 'M'"):
+        InternImage.from_variant('M')
+
+
+@pytest.mark.parametrize('name', list(RELEASED_VARIANTS))
 def test_state_dict_keys_shapes_and_size(name):
-    model = build(INTERN_IMAGE_VARIANTS[name], on_meta=name in BUILT_ON_META)
+    if name in BUILT_ON_META:
+        with torch.device('meta'):
+            model = InternImage.from_variant(name)
+    else:
+        model = InternImage.from_variant(name)
     state = model.state_dict()
     got = {k: tuple(v.shape) for k, v in state.items()}
-    expected = expected_state_dict_shapes(**FACTS_VARIANTS[name])
+    expected = expected_state_dict_shapes(**RELEASED_VARIANTS[name])
     assert sorted(set(got) - set(expected)) == []
     assert sorted(set(expected) - set(got)) == []
     assert got == expected
-    params, keys = FACTS_SIZES[name]
+    params, keys = RELEASED_SIZES[name]
     assert len(state) == keys
     assert sum(v.numel() for v in state.values()) == params
     assert sum(p.numel() for p in model.parameters()) == params  # no buffers with LN
 
 
 def test_meta_construction_allocates_nothing():
-    model = build(INTERN_IMAGE_VARIANTS['G'], on_meta=True)
+    with torch.device('meta'):
+        model = InternImage.from_variant('G')
     assert all(p.device.type == 'meta' for p in model.parameters())
 
 
-def test_construction_init_facts_1_8():
+def test_construction_init_matches_upstream():
     model = build(SMALL, layer_scale=0.25, center_feature_scale=True)
     for block in (b for level in model.levels for b in level.blocks):
         for lin in (block.dcn.offset, block.dcn.mask):
@@ -196,7 +206,7 @@ def test_registry_builds_the_backbone():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent functional reference (facts 1.3-1.6), fed the model's state dict
+# Independent functional reference (docs/checkpoints.md), fed the model's state dict
 # ---------------------------------------------------------------------------------------------------------------
 
 def _ln(x, sd, prefix):
@@ -268,7 +278,7 @@ def reference_forward(sd, img, channels, depths, groups, layer_scale=None, offse
     return outs
 
 
-# Small models covering every residual variant of facts 1.4 and the H/G extras.
+# Small models covering every residual variant of the released sizes and the H/G extras.
 BLOCK_VARIANTS = {
     'T-like': dict(layer_scale=1.0),
     'S-like': dict(layer_scale=1.0, post_norm=True, offset_scale=2.0),
@@ -280,11 +290,34 @@ BLOCK_VARIANTS = {
 }
 
 
+@pytest.fixture
+def compiled_core_calls(monkeypatch) -> list[str]:
+    """Records the device of every call DCNv3 modules make to the compiled core (DCNv3Function)."""
+    import ops_dcnv3.modules.dcnv3 as dcnv3_module
+    calls: list[str] = []
+    real = dcnv3_module.DCNv3Function
+
+    class CountingFunction:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[0].device.type)
+            return real.apply(*args)
+
+    monkeypatch.setattr(dcnv3_module, 'DCNv3Function', CountingFunction)
+    return calls
+
+
+def require_compiled_core(core_op: str) -> None:
+    """core_op='DCNv3' without the extension would run the PyTorch core: a test would compare it with itself."""
+    if core_op == 'DCNv3' and not extension_available():
+        pytest.skip("ops_dcnv3._C is not built: core_op='DCNv3' would run the PyTorch core")
+
+
 @pytest.mark.parametrize('core_op', ['DCNv3_pytorch', 'DCNv3'])
 @pytest.mark.parametrize('variant', list(BLOCK_VARIANTS))
-def test_forward_matches_functional_reference(variant, core_op):
-    if core_op == 'DCNv3' and not extension_available():
-        pytest.skip('ops_dcnv3._C is not built: DCNv3 would run the PyTorch core')
+def test_forward_matches_functional_reference(variant, core_op, compiled_core_calls):
+    """The backbone (with the compiled or the PyTorch core) against a functional re-implementation."""
+    require_compiled_core(core_op)
     cfg = {**SMALL, **BLOCK_VARIANTS[variant]}
     model = build(cfg, core_op=core_op).eval()
     randomize_(model, seed=1)
@@ -296,6 +329,7 @@ def test_forward_matches_functional_reference(variant, core_op):
     for got, want in zip(outs, expected):
         assert got.is_contiguous() and got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert bool(compiled_core_calls) == (core_op == 'DCNv3'), 'the compiled core ran exactly when asked for'
 
 
 def test_output_shapes_and_strides():
@@ -319,9 +353,9 @@ def _forward_backward(model, img):
     return [o.detach() for o in outs], {n: p.grad.clone() for n, p in model.named_parameters()}, img.grad.clone()
 
 
-def test_compiled_and_pytorch_cores_agree_forward_and_backward():
-    if not extension_available():
-        pytest.skip('ops_dcnv3._C is not built')
+def test_compiled_and_pytorch_cores_agree_forward_and_backward(compiled_core_calls):
+    """Same weights, core_op='DCNv3' (compiled CPU kernel) vs 'DCNv3_pytorch': outputs and all gradients."""
+    require_compiled_core('DCNv3')
     cfg = {**SMALL, **BLOCK_VARIANTS['H-like']}
     compiled = build(cfg, core_op='DCNv3')
     randomize_(compiled, seed=3)
@@ -338,10 +372,13 @@ def test_compiled_and_pytorch_cores_agree_forward_and_backward():
         scale = float(grads_b[name].abs().max()) + 1e-12
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-3, atol=1e-3 * scale, msg=name)
     torch.testing.assert_close(gimg_a, gimg_b, rtol=1e-3, atol=1e-3 * float(gimg_b.abs().max()))
+    assert compiled_core_calls and set(compiled_core_calls) == {'cpu'}, 'the compiled kernel ran'
 
 
 @pytest.mark.parametrize('core_op', ['DCNv3', 'DCNv3_pytorch'])
-def test_with_cp_gives_same_outputs_and_gradients(core_op):
+def test_with_cp_gives_same_outputs_and_gradients(core_op, compiled_core_calls):
+    """with_cp=True vs False with the same weights and core: outputs and gradients."""
+    require_compiled_core(core_op)
     cfg = {**SMALL, **BLOCK_VARIANTS['T-like'], 'drop_path_rate': 0.0}
     plain = build(cfg, core_op=core_op)
     randomize_(plain, seed=5)
@@ -357,6 +394,7 @@ def test_with_cp_gives_same_outputs_and_gradients(core_op):
         assert torch.count_nonzero(grads_a[name]) > 0 or 'offset' in name or 'mask' in name, name
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(gimg_a, gimg_b, rtol=1e-5, atol=1e-6)
+    assert bool(compiled_core_calls) == (core_op == 'DCNv3'), 'the compiled core ran exactly when asked for'
 
 
 def test_with_cp_checkpoints_the_blocks():
@@ -429,7 +467,7 @@ def mmdet_log():
 
 def _classification_checkpoint(state_dict: dict, wrapper: str = 'model', prefix: str = '') -> dict:
     sd = {prefix + k: v.clone() for k, v in state_dict.items()}
-    # The classification heads of T..XL and of H/G (facts 1.9).
+    # The classification heads of T..XL and of H/G (docs/checkpoints.md).
     sd['conv_head.0.weight'] = torch.randn(8, 256, 1, 1)
     sd['head.weight'] = torch.randn(10, 8)
     sd['head.bias'] = torch.randn(10)
@@ -474,7 +512,8 @@ def test_checkpoint_with_misnamed_key_is_reported(tmp_path, mmdet_log):
 
 
 def test_layer_scale_free_checkpoint_reports_gammas_missing(tmp_path, mmdet_log):
-    # Facts 1.9: the classification T checkpoint has no gammas; the detection T config (layer_scale=1.0) keeps 1.0.
+    # docs/checkpoints.md: the classification T checkpoint has no gammas; the detection T config (layer_scale=1.0)
+    # keeps 1.0.
     source = build(SMALL)
     path = tmp_path / 'no_gamma.pth'
     torch.save({'model': source.state_dict()}, path)

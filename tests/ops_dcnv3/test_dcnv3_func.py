@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from ops_dcnv3.functions import DCNv3Function, check_dcnv3_args, dcnv3_core_pytorch, extension_available
+from tests.ops_dcnv3.dcnv3_cases import KERNEL_CASES, make_case
 
 needs_extension = pytest.mark.skipif(not extension_available(), reason='ops_dcnv3._C is not built (make setup)')
 
 
 def naive_dcnv3(inp, off, msk, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale):
-    """Direct transcription of the facts file's formula (section 2.2), one sample at a time."""
+    """Direct transcription of the location formula of docs/dcnv3_operator.md, one sample at a time."""
     N, H, W, C = inp.shape
     Ho = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     Wo = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
@@ -47,19 +48,6 @@ def naive_dcnv3(inp, off, msk, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset
     return out
 
 
-def output_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
-
-
-def make_case(N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, offset_std=2.0, dtype=torch.float64):
-    Ho, Wo = output_size(H, kh, sh, ph, dh), output_size(W, kw, sw, pw, dw)
-    K = kh * kw
-    x = torch.randn(N, H, W, group * gc, dtype=dtype)
-    offset = torch.randn(N, Ho, Wo, group * K * 2, dtype=dtype) * offset_std
-    mask = torch.rand(N, Ho, Wo, group * K, dtype=dtype)
-    return x, offset, mask
-
-
 # (N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, offset_scale)
 NAIVE_CASES = [
     (2, 7, 6, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1.0),
@@ -89,22 +77,6 @@ def test_kernel_matches_naive_loop(case):
     args = (kh, kw, sh, sw, ph, pw, dh, dw, group, gc, osc)
     torch.testing.assert_close(DCNv3Function.apply(x, offset, mask, *args, 64), naive_dcnv3(x, offset, mask, *args),
                                rtol=1e-12, atol=1e-12)
-
-
-# Kernel sweep: kernel 3/5, stride 1/2, dilation 1/2, padding 0..2 (pad_h != pad_w too), groups 1..8, group
-# channels 8..64 (the 8/16/32 specialisations and the generic path), offset_scale, odd sizes, large offsets.
-# (N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, offset_scale, offset_std)
-KERNEL_CASES = [
-    (2, 9, 11, 4, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, 2.0),
-    (1, 13, 7, 1, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, 1.0),
-    (3, 8, 9, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1.0, 2.0),
-    (2, 11, 10, 2, 32, 5, 5, 1, 1, 2, 2, 1, 1, 1.0, 2.0),
-    (1, 12, 13, 3, 24, 3, 3, 1, 1, 2, 2, 2, 2, 2.0, 1.0),
-    (2, 9, 8, 2, 8, 5, 3, 2, 1, 0, 2, 1, 2, 0.5, 3.0),
-    (1, 7, 10, 5, 16, 3, 5, 1, 2, 1, 0, 2, 1, 1.5, 2.0),
-    (2, 6, 5, 4, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1.0, 8.0),  # offsets push most samples outside the image
-    (5, 5, 6, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, 2.0),  # batch 5 > im2col_step 2 (not a multiple of it)
-]
 
 
 def kernel_and_reference(case, dtype, im2col_step=64):
@@ -199,7 +171,10 @@ def test_same_result_with_one_and_two_threads(N, group):
 
 @needs_extension
 def test_baseline_and_avx2_builds_agree(monkeypatch):
+    """The AVX2 build of the CPU kernel against its baseline (SSE2) build: forward and backward, float64."""
     from ops_dcnv3 import _C
+    if _C.cpu_isa() != 'avx2':
+        pytest.skip(f'the default CPU path is {_C.cpu_isa()!r} (no AVX2/FMA): nothing to compare the baseline with')
     case = (2, 9, 11, 4, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, 2.0)
     torch.manual_seed(0)
     default = kernel_and_reference(case, torch.float64)[0]
@@ -268,19 +243,40 @@ def test_check_returns_output_size():
 
 
 @needs_extension
-def test_compiled_entry_points_check_arguments_too():
+def test_compiled_entry_points_guard_their_invariants():
+    """Called directly with arguments check_dcnv3_args refuses, _C names the failed invariant and the checker."""
     from ops_dcnv3 import _C
     x, offset, mask = make_case(1, 6, 7, 2, 8, 3, 3, 1, 1, 1, 1, 1, 1)
-    with pytest.raises(RuntimeError, match='input must be channels-last'):
-        _C.dcnv3_forward(x[..., :15], offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 64)
-    with pytest.raises(RuntimeError, match='offset must have shape'):
-        _C.dcnv3_forward(x, offset[:, 1:], mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 64)
-    with pytest.raises(RuntimeError, match='mask has dtype'):
-        _C.dcnv3_forward(x, offset, mask.float(), 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 64)
-    with pytest.raises(RuntimeError, match='grad_output must have shape'):
-        _C.dcnv3_backward(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, x[:, :-1], 64)
-    with pytest.raises(RuntimeError, match='im2col_step must be'):
-        _C.dcnv3_forward(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 0)
+    calls = [
+        ('input.size(3) == ', lambda: _C.dcnv3_forward(x[..., :15], offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8,
+                                                       1.0, 64)),
+        ('offset.sizes() == ', lambda: _C.dcnv3_forward(x, offset[:, 1:], mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8,
+                                                        1.0, 64)),
+        ('mask.scalar_type() == ', lambda: _C.dcnv3_forward(x, offset, mask.float(), 3, 3, 1, 1, 1, 1, 1, 1, 2, 8,
+                                                            1.0, 64)),
+        ('grad_output.sizes() == ', lambda: _C.dcnv3_backward(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0,
+                                                              x[:, :-1], 64)),
+        ('im2col_step >= 1', lambda: _C.dcnv3_forward(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 0)),
+    ]
+    for invariant, call in calls:
+        with pytest.raises(RuntimeError) as error:
+            call()
+        message = str(error.value).splitlines()[0]
+        assert invariant in message and 'check_dcnv3_args' in message, message
+
+
+@needs_extension
+def test_binding_docstrings_name_every_argument():
+    from ops_dcnv3 import _C
+    geometry = ('kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'dilation_h', 'dilation_w',
+                'group', 'group_channels', 'offset_scale')
+    forward_args = ('input', 'offset', 'mask') + geometry + ('im2col_step',)
+    backward_args = ('input', 'offset', 'mask') + geometry + ('grad_output', 'im2col_step')
+    for function, names in ((_C.dcnv3_forward, forward_args), (_C.dcnv3_backward, backward_args)):
+        signature = function.__doc__.splitlines()[0]
+        assert [part.split(':')[0].strip() for part in signature.split('(', 1)[1].split(')')[0].split(',')] == \
+            list(names)
+        assert f'({len(names)} arguments)' in function.__doc__
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

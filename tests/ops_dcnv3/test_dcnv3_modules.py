@@ -106,3 +106,16 @@ def test_onnx_export_uses_grid_sample_and_runs_in_onnxruntime(tmp_path):
     with torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(torch.from_numpy(onnx_out), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('module_cls', [DCNv3, DCNv3_pytorch])
+def test_channels_first_input_is_one_clear_error(module_cls):
+    module = module_cls(channels=32, group=2)
+    with pytest.raises(ValueError) as error:
+        module(torch.randn(1, 32, 6, 7))  # NCHW instead of NHWC
+    message = str(error.value)
+    assert '\n' not in message
+    assert 'channels-last (N, H, W, C) with C = channels = 32' in message and '(1, 32, 6, 7)' in message
+    assert 'channels-first' in message
+    with pytest.raises(ValueError, match=r'got shape \(1, 6, 7, 16\)$'):
+        module(torch.randn(1, 6, 7, 16))  # channels-last, but the wrong width: no channels-first hint

@@ -43,11 +43,11 @@ def build_model(name: str) -> torch.nn.Module:
     if name == 'convnext_t':
         import timm
         return timm.create_model('convnext_tiny', pretrained=False, features_only=True).eval()
-    from mmdet_custom.models.backbones.intern_image import INTERN_IMAGE_VARIANTS, InternImage
+    from mmdet_custom.models.backbones.intern_image import InternImage
     core_op = {'internimage_t_kernel': 'DCNv3', 'internimage_t_pytorch': 'DCNv3_pytorch'}[name]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        return InternImage(**INTERN_IMAGE_VARIANTS['T'], core_op=core_op).eval()
+        return InternImage.from_variant('T', core_op=core_op).eval()
 
 
 def kernel_description() -> str:

@@ -1,8 +1,10 @@
-"""CB-InternImage: two InternImage copies composed CBNet-style (facts file 3.8).
+"""CB-InternImage: two InternImage copies composed CBNet-style (key names: docs/checkpoints.md).
 
 The second copy shares the first one's stem and, before each of its stages, adds a gated sum of the first
 copy's stage outputs (projected by 1x1 convs and resized), so its features see both backbones. Key names are
 upstream's: ``cb_modules.{0,1}.*``, ``cb_modules.1.gamma{0..3}``, ``cb_linears.{i}.{j}.*``.
+Plain PyTorch like intern_image.py (upstream derives from mmcv's BaseModule, whose only use here was
+``init_weights``, defined below); ``backbones/__init__.py`` registers it into mmdet.
 """
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from mmcv.runner import BaseModule
-from mmdet.models.builder import BACKBONES
 from torch import nn
 
 from .intern_image import InternImage
@@ -53,8 +53,7 @@ class _InternImage(InternImage):
         return outs, all_stages
 
 
-@BACKBONES.register_module()
-class CBInternImage(BaseModule):
+class CBInternImage(nn.Module):
     """Composite backbone of two InternImages (CB-InternImage-H/G).
 
     :param out_indices: two sequences, the out_indices of copy 0 and copy 1 (configs: [(0,1,2,3), (1,2,3)]).

@@ -2,23 +2,30 @@
 
 Every block works channels-last ``(N, H, W, C)``: the norms and the linear layers act on the last axis, so the
 only layout changes are the ones the convolutions need (stem, depth-wise conv inside DCNv3, downsampling) and
-the final NCHW outputs. Module and parameter names reproduce upstream's state-dict keys (facts file 1.3).
+the final NCHW outputs. Module and parameter names reproduce upstream's state-dict keys (docs/checkpoints.md).
+
+Plain PyTorch: this file imports with torch and timm alone (mmcv/mmdet only lazily, for their checkpoint loader and
+logger when present), so the backbone serves detectron2, HF or plain PyTorch code too. ``backbones/__init__.py``
+registers it into mmdet's BACKBONES when mmdet is installed. Construction timm-style::
+
+    model = InternImage.from_variant('T', core_op='DCNv3', out_indices=(1, 2, 3))
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.utils.checkpoint as checkpoint
-from mmdet.models.builder import BACKBONES
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
 
-# Hyper-parameters of the released detection backbones (facts file 1.11). All use mlp_ratio 4.0, LN, GELU,
+# Hyper-parameters of the released detection backbones (docs/model_zoo.md). All use mlp_ratio 4.0, LN, GELU,
 # kernel 3 and linear drop-path; `drop_path_rate` is the value of the 1x configs (XL uses 0.6 in its 3x config).
+# InternImage.from_variant builds from this table; configs spell the same numbers out, as the originals do.
 INTERN_IMAGE_VARIANTS: dict[str, dict] = {
     'T': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=1.0, offset_scale=1.0,
               post_norm=False, drop_path_rate=0.2),
@@ -126,7 +133,7 @@ class MLPLayer(nn.Module):
 
 
 class InternImageLayer(nn.Module):
-    """One block: DCNv3 token mixer and MLP, each in a residual branch (facts file 1.4 for the variants)."""
+    """One block: DCNv3 token mixer and MLP, each in a residual branch (variants: docs/checkpoints.md)."""
 
     def __init__(self, core_op: type[nn.Module], channels: int, groups: int, mlp_ratio: float = 4., drop: float = 0.,
                  drop_path: float = 0., act_layer: str = 'GELU', norm_layer: str = 'LN',
@@ -239,11 +246,11 @@ def _check_choice(name: str, value, choices: Sequence) -> None:
         raise ValueError(f'InternImage: {name} must be one of {list(choices)}, got {value!r}')
 
 
-@BACKBONES.register_module()
 class InternImage(nn.Module):
     """InternImage backbone returning the NCHW features of the stages in ``out_indices`` (strides 4..32).
 
-    Arguments and defaults are upstream's (facts file 1.1); ``INTERN_IMAGE_VARIANTS`` holds the released sizes.
+    Arguments and defaults are upstream's; ``INTERN_IMAGE_VARIANTS`` holds the released sizes and
+    :meth:`from_variant` builds one of them.
     Differences from upstream: unknown keyword arguments are an error (the classification-only ones upstream's
     configs pass are accepted with a warning); ``core_op='DCNv3_pytorch'`` works; ``frozen_stages >= 0`` also
     freezes the stem; ``train()`` returns ``self``; construction works on the meta device.
@@ -314,6 +321,13 @@ class InternImage(nn.Module):
         self._init_parameters()
         self._freeze_stages()
 
+    @classmethod
+    def from_variant(cls, name: str, **overrides) -> InternImage:
+        """The released size ``name`` (a key of ``INTERN_IMAGE_VARIANTS``: 'T'..'G'), with ``overrides`` on top."""
+        if name not in INTERN_IMAGE_VARIANTS:
+            raise ValueError(f'InternImage: variant must be one of {list(INTERN_IMAGE_VARIANTS)}, got {name!r}')
+        return cls(**{**INTERN_IMAGE_VARIANTS[name], **overrides})
+
     # -- argument checking -------------------------------------------------------------------------------------
 
     @staticmethod
@@ -364,7 +378,7 @@ class InternImage(nn.Module):
     # -- initialisation ----------------------------------------------------------------------------------------
 
     def _init_parameters(self) -> None:
-        """Construction-time init (facts file 1.8): Linear trunc-normal, LayerNorm 1/0, then DCNv3's own reset."""
+        """Construction-time init: Linear trunc-normal, LayerNorm 1/0, then DCNv3's own reset (zero offsets/masks)."""
         self.apply(_init_linear_and_layernorm)
         for module in self.modules():
             if isinstance(module, DCNv3_pytorch):  # DCNv3 subclasses it
@@ -376,8 +390,7 @@ class InternImage(nn.Module):
         Without ``init_cfg`` this re-applies the construction-time init. (Upstream re-initialised every Linear
         instead, which randomised the DCN offset/mask projections that are meant to start at zero.)
         """
-        from mmdet.utils import get_root_logger
-        logger = get_root_logger()
+        logger = _root_logger()
         if self.init_cfg is None:
             logger.warning(f'No pre-trained weights for {self.__class__.__name__}, training start from scratch')
             self._init_parameters()
@@ -420,6 +433,24 @@ class InternImage(nn.Module):
         return outs
 
 
+def _root_logger() -> logging.Logger:
+    """mmdet's root logger (its log file and format) when mmdet is installed, else this module's logger."""
+    try:
+        from mmdet.utils import get_root_logger
+    except ImportError:
+        return logging.getLogger(__name__)
+    return get_root_logger()
+
+
+def _read_checkpoint(filename: str, logger: logging.Logger):
+    """mmcv's loader (local paths, URLs, ``open-mmlab://`` names) when mmcv is installed, else ``torch.load``."""
+    try:
+        from mmcv.runner import _load_checkpoint
+    except ImportError:
+        return torch.load(filename, map_location='cpu')
+    return _load_checkpoint(filename, map_location='cpu', logger=logger)
+
+
 def _strip_prefix(state_dict: dict, prefix: str) -> dict:
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
@@ -429,13 +460,12 @@ def load_pretrained_backbone(model: nn.Module, filename: str, logger=None) -> tu
 
     Accepts the ``state_dict`` or ``model`` wrapper or a bare state dict, strips ``module.`` and ``backbone.``
     prefixes and drops classifier-head keys. Logs every other missing or unexpected key by name and returns
-    ``(missing, unexpected)``. ``filename`` may be a local path or anything mmcv's loader understands (URLs).
+    ``(missing, unexpected)``. ``filename`` may be a local path or, with mmcv installed, anything mmcv's loader
+    understands (URLs).
     """
-    from mmcv.runner import _load_checkpoint
     if logger is None:
-        from mmdet.utils import get_root_logger
-        logger = get_root_logger()
-    ckpt = _load_checkpoint(filename, map_location='cpu', logger=logger)
+        logger = _root_logger()
+    ckpt = _read_checkpoint(filename, logger)
     if not isinstance(ckpt, dict):
         raise ValueError(f'init_cfg.checkpoint {filename!r}: expected a dict checkpoint, got {type(ckpt).__name__}')
     if 'state_dict' in ckpt:

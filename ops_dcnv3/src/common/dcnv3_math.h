@@ -1,6 +1,6 @@
 // DCNv3 per-sample math, written once for the CPU and the CUDA kernels (host-and-device inline functions).
 //
-// Semantics (facts file, section 2.2): for output (h_out, w_out), group g and kernel point k = i * kernel_h + j
+// Semantics (docs/dcnv3_operator.md): for output (h_out, w_out), group g and kernel point k = i * kernel_h + j
 // (i: column/x index, outer; j: row/y index, inner), with offset pair (dx, dy):
 //   loc_x = half_w - pad_w + w_out * stride_w + (i * dilation_w - half_w + dx) * offset_scale
 //   loc_y = half_h - pad_h + h_out * stride_h + (j * dilation_h - half_h + dy) * offset_scale
