@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmdet_custom.models.backbones.intern_image import INTERN_IMAGE_VARIANTS, InternImage
 from ops_dcnv3.functions import dcnv3_core_pytorch, extension_available
 
-# The released detection configs (docs/model_zoo.md); XL's drop_path_rate is its 1x value.
+# The released detection configs (docs/checkpoints.md); XL's drop_path_rate is its 1x value.
 RELEASED_VARIANTS = {
     'T': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=1.0, offset_scale=1.0,
               post_norm=False),

@@ -23,8 +23,9 @@ from torch import nn
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
 
-# Hyper-parameters of the released detection backbones (docs/model_zoo.md). All use mlp_ratio 4.0, LN, GELU,
-# kernel 3 and linear drop-path; `drop_path_rate` is the value of the 1x configs (XL uses 0.6 in its 3x config).
+# Hyper-parameters of the released detection backbones (docs/checkpoints.md, "Backbone variants"). All use
+# mlp_ratio 4.0, LN, GELU, kernel 3 and linear drop-path; `drop_path_rate` is the value of the 1x configs (XL uses
+# 0.6 in its 3x config).
 # InternImage.from_variant builds from this table; configs spell the same numbers out, as the originals do.
 INTERN_IMAGE_VARIANTS: dict[str, dict] = {
     'T': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=1.0, offset_scale=1.0,
