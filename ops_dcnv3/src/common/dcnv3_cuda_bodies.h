@@ -6,7 +6,7 @@
 // decomposition, the sampling and the scatter of the CUDA path are tested on machines without a GPU; only the launch
 // configuration (grid size, stream) is not. Semantics of the sampling: docs/dcnv3_operator.md.
 //
-// Thread mapping (the README's "The GPU path" has the reasoning):
+// Thread mapping (docs/dcnv3_operator.md, "CUDA thread mapping and the host harness", has the reasoning):
 //   forward                one thread per (output pixel, group, pack of `pack` channels): the kernel point's
 //                          location and corner weights are computed once for the whole pack, and the pack is loaded
 //                          and stored as one vector (16 bytes when the layout allows it).

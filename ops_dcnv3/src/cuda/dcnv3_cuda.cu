@@ -1,6 +1,7 @@
 // DCNv3 CUDA launchers. Each kernel is a thin grid-stride wrapper around a per-thread body of
 // common/dcnv3_cuda_bodies.h (the same bodies the host harness runs in the CPU test suite); this file only picks the
-// pack width, allocates the outputs and launches (thread mapping: the header).
+// pack width, allocates the outputs and launches. Thread mapping: docs/dcnv3_operator.md, "CUDA thread mapping and
+// the host harness".
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h would also need the cuBLAS/cuSPARSE headers, which minimal
 // toolkits do not ship.
 #include <ATen/Dispatch.h>
