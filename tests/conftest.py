@@ -26,3 +26,21 @@ def _seed_everything():
     if np is not None:
         np.random.seed(0)
     yield
+
+
+@pytest.fixture
+def compiled_core_calls(monkeypatch) -> list:
+    """Records the device type of every call the DCNv3 modules make to the compiled core (DCNv3Function), so a
+    test of core_op='DCNv3' can assert the compiled kernel really ran instead of the PyTorch fallback."""
+    import ops_dcnv3.modules.dcnv3 as dcnv3_module
+    calls: list = []
+    real = dcnv3_module.DCNv3Function
+
+    class CountingFunction:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[0].device.type)
+            return real.apply(*args)
+
+    monkeypatch.setattr(dcnv3_module, 'DCNv3Function', CountingFunction)
+    return calls

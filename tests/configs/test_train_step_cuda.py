@@ -10,15 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops_dcnv3.functions import load_extension
+from tests.ops_dcnv3.dcnv3_cases import cuda_kernel_skip_reason
 
 
 def _skip_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return 'no CUDA device (torch.cuda.is_available() is False)'
-    extension = load_extension()
-    if extension is None or not extension.with_cuda:
-        return 'ops_dcnv3._C with CUDA is not built'
+    reason = cuda_kernel_skip_reason()
+    if reason is not None:
+        return reason
     try:
         from mmcv.ops import get_compiling_cuda_version
     except ImportError:
@@ -29,23 +27,6 @@ def _skip_reason() -> str | None:
 
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
-
-
-@pytest.fixture
-def kernel_devices(monkeypatch) -> list[str]:
-    """Device of every call to the compiled DCNv3 core."""
-    import ops_dcnv3.modules.dcnv3 as dcnv3_module
-    devices: list[str] = []
-    real = dcnv3_module.DCNv3Function
-
-    class Counting:
-        @staticmethod
-        def apply(*args):
-            devices.append(args[0].device.type)
-            return real.apply(*args)
-
-    monkeypatch.setattr(dcnv3_module, 'DCNv3Function', Counting)
-    return devices
 
 
 def to_cuda(batch: dict) -> dict:
@@ -61,7 +42,7 @@ def to_cuda(batch: dict) -> dict:
     return moved
 
 
-def check_step(model, batch: dict, kernel_devices: list[str], watched: tuple[str, ...]) -> None:
+def check_step(model, batch: dict, compiled_core_calls: list[str], watched: tuple[str, ...]) -> None:
     from mmcv.runner import build_optimizer
     model.cuda().train()
     optimizer = build_optimizer(model, dict(type='AdamW', lr=1e-4, weight_decay=0.05))
@@ -78,10 +59,10 @@ def check_step(model, batch: dict, kernel_devices: list[str], watched: tuple[str
     optimizer.step()
     for name, value in before.items():
         assert not torch.equal(value, params[name].detach()), f'{name} did not change'
-    assert kernel_devices and set(kernel_devices) == {'cuda'}, 'the compiled CUDA DCNv3 kernel ran'
+    assert compiled_core_calls and set(compiled_core_calls) == {'cuda'}, 'the compiled CUDA DCNv3 kernel ran'
 
 
-def test_cuda_mask_rcnn_t_train_step(tmp_path, kernel_devices):
+def test_cuda_mask_rcnn_t_train_step(tmp_path, compiled_core_calls):
     from mmcv.parallel import collate
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
@@ -94,12 +75,12 @@ def test_cuda_mask_rcnn_t_train_step(tmp_path, kernel_devices):
     model = revert_sync_bn_if_single_process(build_detector(cfg.model), distributed=False, logger=None)
     train_set = build_dataset(cfg.data.train)
     batch = _unwrap(collate([train_set[i] for i in range(2)], samples_per_gpu=2))
-    check_step(model, batch, kernel_devices,
+    check_step(model, batch, compiled_core_calls,
                ('backbone.patch_embed.conv1.weight', 'backbone.levels.0.blocks.0.dcn.input_proj.weight',
                 'rpn_head.rpn_conv.weight'))
 
 
-def test_cuda_dino_t_train_step(tmp_path, kernel_devices):
+def test_cuda_dino_t_train_step(tmp_path, compiled_core_calls):
     from mmcv import Config
     from mmdet.models import build_detector
 
@@ -107,6 +88,6 @@ def test_cuda_dino_t_train_step(tmp_path, kernel_devices):
     cfg = Config.fromfile(str(T_CONFIG))
     cfg.model.backbone.init_cfg = None
     model = build_detector(cfg.model)
-    check_step(model, synthetic_batch(tmp_path), kernel_devices,
+    check_step(model, synthetic_batch(tmp_path), compiled_core_calls,
                ('backbone.patch_embed.conv1.weight', 'backbone.levels.0.blocks.0.dcn.input_proj.weight',
                 'bbox_head.transformer.query_embed.weight'))

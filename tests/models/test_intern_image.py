@@ -290,23 +290,6 @@ BLOCK_VARIANTS = {
 }
 
 
-@pytest.fixture
-def compiled_core_calls(monkeypatch) -> list[str]:
-    """Records the device of every call DCNv3 modules make to the compiled core (DCNv3Function)."""
-    import ops_dcnv3.modules.dcnv3 as dcnv3_module
-    calls: list[str] = []
-    real = dcnv3_module.DCNv3Function
-
-    class CountingFunction:
-        @staticmethod
-        def apply(*args):
-            calls.append(args[0].device.type)
-            return real.apply(*args)
-
-    monkeypatch.setattr(dcnv3_module, 'DCNv3Function', CountingFunction)
-    return calls
-
-
 def require_compiled_core(core_op: str) -> None:
     """core_op='DCNv3' without the extension would run the PyTorch core: a test would compare it with itself."""
     if core_op == 'DCNv3' and not extension_available():

@@ -18,20 +18,10 @@ import pytest
 import torch
 
 from mmdet_custom.models.backbones.intern_image import InternImage
-from ops_dcnv3.functions import load_extension
+from tests.ops_dcnv3.dcnv3_cases import cuda_kernel_skip_reason
 
-_C = load_extension()
-
-
-def _skip_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return 'no CUDA device (torch.cuda.is_available() is False)'
-    if _C is None or not _C.with_cuda:
-        return "ops_dcnv3._C with CUDA is not built: core_op='DCNv3' would run the PyTorch core"
-    return None
-
-
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(cuda_kernel_skip_reason() is not None,
+                                                  reason=str(cuda_kernel_skip_reason()))]
 
 SMALL_T = dict(depths=[1, 1, 1, 1], drop_path_rate=0.0)  # T's widths and groups, one block per stage
 

@@ -5,6 +5,20 @@ from typing import Callable
 
 import torch
 
+from ops_dcnv3.functions import load_extension
+
+
+def cuda_kernel_skip_reason() -> str | None:
+    """Why the CUDA DCNv3 kernel cannot run here (the skip reason of every `cuda` test), or None."""
+    if not torch.cuda.is_available():
+        return 'no CUDA device (torch.cuda.is_available() is False)'
+    extension = load_extension()
+    if extension is None:
+        return 'ops_dcnv3._C is not built (make setup, or tools/gpu_check.sh on a GPU machine)'
+    if not extension.with_cuda:
+        return 'ops_dcnv3._C was built without CUDA: core_op=\'DCNv3\' would run the PyTorch core on CUDA tensors'
+    return None
+
 
 def output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1

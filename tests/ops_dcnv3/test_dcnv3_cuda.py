@@ -11,30 +11,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops_dcnv3.functions import DCNv3Function, dcnv3_core_pytorch, load_extension
+from ops_dcnv3.functions import DCNv3Function, dcnv3_core_pytorch
 from tests.ops_dcnv3.dcnv3_cases import (
     KERNEL_CASES,
     UNIT_SCALE_CASES,
     assert_results_close,
     case_inputs,
+    cuda_kernel_skip_reason,
     forward_backward,
     offsets_off_the_grid,
 )
 
-_C = load_extension()
-
-
-def _skip_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return 'no CUDA device (torch.cuda.is_available() is False)'
-    if _C is None:
-        return 'ops_dcnv3._C is not built (make setup, or tools/gpu_check.sh on a GPU machine)'
-    if not _C.with_cuda:
-        return 'ops_dcnv3._C was built without CUDA (no nvcc or a CPU build of torch at build time)'
-    return None
-
-
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(cuda_kernel_skip_reason() is not None,
+                                                  reason=str(cuda_kernel_skip_reason()))]
 
 HALF_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
 

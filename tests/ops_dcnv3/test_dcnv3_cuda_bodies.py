@@ -60,20 +60,17 @@ def params(dtype):
             for pack in packs_for(case[4], dtype)]
 
 
-@pytest.mark.parametrize('case, pack', params(torch.float64))
-def test_cuda_bodies_float64_match_pytorch_core(case, pack):
-    x, offset, mask, args = case_inputs(case, torch.float64)
-    assert_results_close(forward_backward(harness(pack), x, offset, mask, args),
-                         forward_backward(dcnv3_core_pytorch, x, offset, mask, args),
-                         rtol=1e-10, atol=1e-10, what=f'CUDA bodies (pack {pack}) vs PyTorch core, float64')
+FULL_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
-@pytest.mark.parametrize('case, pack', params(torch.float32))
-def test_cuda_bodies_float32_match_pytorch_core(case, pack):
-    x, offset, mask, args = case_inputs(case, torch.float32)
+@pytest.mark.parametrize('dtype, case, pack', [(dtype, *p.values) for dtype in FULL_TOLERANCE for p in params(dtype)],
+                         ids=[f'{str(dtype)[6:]}-{p.id}' for dtype in FULL_TOLERANCE for p in params(dtype)])
+def test_cuda_bodies_match_pytorch_core(dtype, case, pack):
+    x, offset, mask, args = case_inputs(case, dtype)
+    tol = FULL_TOLERANCE[dtype]
     assert_results_close(forward_backward(harness(pack), x, offset, mask, args),
                          forward_backward(dcnv3_core_pytorch, x, offset, mask, args),
-                         rtol=1e-4, atol=1e-4, what=f'CUDA bodies (pack {pack}) vs PyTorch core, float32')
+                         rtol=tol, atol=tol, what=f'CUDA bodies (pack {pack}) vs PyTorch core, {dtype}')
 
 
 # Half inputs, compared with the float64 core on the same rounded values. The bodies accumulate in float (opmath) and
