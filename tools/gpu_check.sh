@@ -11,7 +11,7 @@
 #
 # usage: tools/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_check_results)
 # environment:
-#   PYTHON                 interpreter (default: python3)
+#   PYTHON                 interpreter (default: the first of python3, python on PATH that imports torch)
 #   TORCH_CUDA_ARCH_LIST   architectures to build (default: the local GPU's, e.g. 9.0)
 #   GPU_CHECK_NO_GPU=1     for a machine without a GPU: build (TORCH_CUDA_ARCH_LIST, default 9.0), run the tests
 #                          (the CUDA ones skip), and the benchmark in --smoke mode on the CPU; checks the script only.
@@ -20,7 +20,15 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RESULTS=${1:-${OUT:-$ROOT/gpu_check_results}}
-PY=${PYTHON:-python3}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then  # the first interpreter on PATH that has torch
+    for candidate in python3 python; do
+        if command -v "$candidate" > /dev/null && "$candidate" -c 'import torch' 2> /dev/null; then
+            PY=$candidate; break
+        fi
+    done
+    [ -n "$PY" ] || { echo "gpu_check: FAILED: no python3/python with torch on PATH (set PYTHON)"; exit 1; }
+fi
 NO_GPU=${GPU_CHECK_NO_GPU:-0}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
@@ -46,11 +54,15 @@ if torch.cuda.is_available():
         print(f'cuda:{i}', torch.cuda.get_device_name(i), 'capability', torch.cuda.get_device_capability(i))
 else:
     print('no CUDA device visible')
-for name in ('timm', 'pytest', 'numpy', 'mmcv', 'mmdet', 'ninja'):
+for name in ('timm', 'pytest', 'numpy', 'setuptools', 'mmcv', 'mmdet'):
     print(name, 'present' if importlib.util.find_spec(name) else 'absent')
 EOF
+echo "ninja $(command -v ninja >/dev/null && ninja --version || echo absent)" >> "$RESULTS/environment.log"
 say "gpu_check: $(head -n 1 "$RESULTS/environment.log"); $(grep -c '^cuda:' "$RESULTS/environment.log") GPU(s);" \
-    "nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' || echo missing); $(nproc) cores"
+    "nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' || echo missing); $(nproc) cores;" \
+    "absent: $(sed -n 's/^\([a-z]*\) absent$/\1/p' "$RESULTS/environment.log" | tr '\n' ' ')"
+grep -q '^setuptools present' "$RESULTS/environment.log" || {
+    say "gpu_check: FAILED: setuptools is not installed (torch.utils.cpp_extension needs it to build ops_dcnv3)"; exit 1; }
 grep -q '^cuda:' "$RESULTS/environment.log" || [ "$NO_GPU" = 1 ] || {
     say "gpu_check: FAILED: no CUDA device visible (GPU_CHECK_NO_GPU=1 runs the GPU-free part)"; exit 1; }
 
