@@ -114,3 +114,10 @@ def test_cuda_bodies_misaligned_input_falls_back_to_scalar_loads():
                                dcnv3_core_pytorch(x, offset, mask, *args), rtol=1e-4, atol=1e-4)
     with pytest.raises(RuntimeError, match='pack must be'):
         _C.cuda_bodies_forward_host(shifted, offset, mask, *args, 64, 4)
+    # Backward with a misaligned grad_output: the offset/mask body falls back to scalar loads too.
+    expected = forward_backward(dcnv3_core_pytorch, x, offset, mask, args)
+    grad_out = torch.randn(expected[0].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).float()
+    grad_shifted = torch.empty(grad_out.numel() + 1)[1:].view(grad_out.shape).copy_(grad_out)
+    grads = _C.cuda_bodies_backward_host(x, offset, mask, *args, grad_shifted, 64, 0)
+    assert_results_close([expected[0], *grads], expected, rtol=1e-4, atol=1e-4,
+                         what='CUDA bodies with a misaligned grad_output vs PyTorch core')
