@@ -6,10 +6,12 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --disable-pip-version-check
 CONSTRAINTS := -c requirements/constraints.txt
-# The machines' pip configuration lists local package folders that do not all exist; drop that noise only.
-QUIET_PIP := grep -v "WARNING: Location" || true
+# pip with one known line of noise dropped; a failed install still fails the rule (tools/install/pip_quiet.sh).
+PIP := bash tools/install/pip_quiet.sh $(PY)
+BUILD_REQUIREMENTS ?= requirements/build.txt
+REQUIREMENTS ?= requirements.txt
+DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 
 .PHONY: setup test test-gpu gpu-check demo bench lint clean-venv
 
@@ -24,13 +26,13 @@ $(PY):
 
 # Build requirements first (mmcv-full compiles against them), then the pure-Python rest (mmcv's own
 # imports - yapf, addict, opencv - must be present before its import check), then mmcv-full itself.
-$(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml tools/install/build_mmcv_full.sh
-	$(PIP) install -q $(CONSTRAINTS) -r requirements/build.txt 2>&1 | $(QUIET_PIP)
-	$(PIP) install -q $(CONSTRAINTS) -r requirements.txt 2>&1 | $(QUIET_PIP)
+$(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml tools/install/build_mmcv_full.sh tools/install/pip_quiet.sh
+	$(PIP) install -q $(CONSTRAINTS) -r $(BUILD_REQUIREMENTS)
+	$(PIP) install -q $(CONSTRAINTS) -r $(REQUIREMENTS)
 	bash tools/install/build_mmcv_full.sh $(PY)
-	$(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	# mmdeploy 0.14's metadata pins protobuf==3.20.2, which onnx rejects: installed without its (stale) dependencies.
-	$(PIP) install -q --no-deps $(CONSTRAINTS) -r requirements/deploy-nodeps.txt 2>&1 | $(QUIET_PIP)
+	$(PIP) install -q --no-deps $(CONSTRAINTS) -r $(DEPLOY_REQUIREMENTS)
 	$(PY) -c "import numpy; assert numpy.__version__ == '1.26.4', numpy.__version__"
 	touch $@
 

@@ -14,7 +14,7 @@ TensorRT plugins remain, as upstream).
 
 Differences from upstream's script (mmdeploy's tools/deploy.py plus the plugin imports):
 * every step runs in this process (upstream spawns one process per step): the torch-2.x patches of mmdeploy
-  (``mmcv_custom.compat.apply_mmdeploy_patches``) and the InternImage registrations live in this process;
+  (``mmcv_custom.mmdeploy_compat.apply_mmdeploy_patches``) and the InternImage registrations live in this process;
 * the checkpoint must match the model config (no missing, unexpected or mis-shaped tensors; upstream only warns);
 * when the deploy config's backend is not installed, the ONNX file is still written (it is what the backend's own
   tools build from) and the script then exits with an error naming the backend;
@@ -26,16 +26,17 @@ Differences from upstream's script (mmdeploy's tools/deploy.py plus the plugin i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import os.path as osp
 import sys
 
+if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+
 LOG_LEVELS = ('CRITICAL', 'ERROR', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
-
-
-class DeployError(Exception):
-    """A user-facing problem; printed as one line, exit status 1."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--quant', action='store_true', help='Quantize model to low bit.')
     parser.add_argument('--uri', default='192.168.1.1:60000', help='Remote ipv4:port or ipv6:port for inference on '
                                                                   'edge device.')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -68,29 +70,22 @@ def check_files(args: argparse.Namespace) -> None:
     for field, path in (('deploy_cfg', args.deploy_cfg), ('model_cfg', args.model_cfg),
                         ('checkpoint', args.checkpoint), ('img', args.img)):
         if not osp.isfile(path):
-            raise DeployError(f'{field}: file not found: {path}')
+            raise UserError(f'{field}: file not found: {path}')
     for path in args.test_img or []:
         if not osp.isfile(path):
-            raise DeployError(f'--test-img: file not found: {path}')
+            raise UserError(f'--test-img: file not found: {path}')
     if args.quant:
-        raise DeployError('--quant: ncnn int8 quantisation needs ncnn and ppq, which this stack does not install; '
+        raise UserError('--quant: ncnn int8 quantisation needs ncnn and ppq, which this stack does not install; '
                           'export without --quant')
     if args.calib_dataset_cfg is not None and not osp.isfile(args.calib_dataset_cfg):
-        raise DeployError(f'--calib-dataset-cfg: file not found: {args.calib_dataset_cfg}')
+        raise UserError(f'--calib-dataset-cfg: file not found: {args.calib_dataset_cfg}')
 
 
 def import_stack() -> None:
-    """Stack check, compatibility patches (mmcv side and mmdeploy side), InternImage registrations."""
-    repo_root = osp.dirname(osp.abspath(__file__))
-    if repo_root not in sys.path:   # run as `python deploy.py` from anywhere, without installing the package
-        sys.path.insert(0, repo_root)
-    try:
-        import mmcv_custom  # noqa: F401  (checks the stack, applies the mmcv patches)
-        import mmdet_custom  # noqa: F401  (registers InternImage and the DINO family)
-        from mmcv_custom.compat import apply_mmdeploy_patches
-        apply_mmdeploy_patches()
-    except ImportError as error:   # StackError / MMDeployError name the fix in one line
-        raise DeployError(str(error)) from None
+    """Compatibility patches (mmdeploy side; the mmcv side came with the stack check), InternImage registrations."""
+    import mmdet_custom  # noqa: F401  (registers InternImage and the DINO family)
+    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
+    apply_mmdeploy_patches()   # MMUserError (a UserError) names the fix in one line
 
 
 def load_configs(deploy_cfg_path: str, model_cfg_path: str):
@@ -101,51 +96,19 @@ def load_configs(deploy_cfg_path: str, model_cfg_path: str):
         try:
             configs.append(load_config(path)[0])
         except Exception as error:  # syntax errors, missing _base_ files, ...
-            raise DeployError(f'{field}: cannot load {path}: {type(error).__name__}: {error}') from None
+            raise UserError(f'{field}: cannot load {path}: {type(error).__name__}: {error}') from None
     deploy_cfg, model_cfg = configs
     try:
         get_backend(deploy_cfg)
         ir_config = get_ir_config(deploy_cfg)
     except Exception as error:
-        raise DeployError(f'deploy_cfg: {deploy_cfg_path} is not an mmdeploy deploy config ({error})') from None
+        raise UserError(f'deploy_cfg: {deploy_cfg_path} is not an mmdeploy deploy config ({error})') from None
     if 'model' not in model_cfg:
-        raise DeployError(f'model_cfg: {model_cfg_path} has no `model` field: not a model config')
+        raise UserError(f'model_cfg: {model_cfg_path} has no `model` field: not a model config')
     if ir_config.get('type') != 'onnx':
-        raise DeployError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
+        raise UserError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
                           'representation; this deploy.py exports ONNX only')
     return deploy_cfg, model_cfg
-
-
-def read_state_dict(checkpoint_path: str) -> dict:
-    """The checkpoint's tensors (``state_dict`` of an mmcv checkpoint, or a bare state dict)."""
-    import torch
-    from mmcv.runner import CheckpointLoader
-
-    try:
-        checkpoint = CheckpointLoader.load_checkpoint(checkpoint_path, map_location='cpu')
-    except Exception as error:
-        raise DeployError(f'checkpoint: cannot read {checkpoint_path}: {type(error).__name__}: {error}') from None
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise DeployError(f'checkpoint: {checkpoint_path} holds no state_dict of tensors')
-    return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
-
-
-def check_checkpoint(state_dict: dict, model, checkpoint_path: str, model_cfg_path: str) -> None:
-    """The checkpoint must hold exactly the model's tensors, names and shapes (mmcv only warns, then exports a model
-    with random tensors)."""
-    model_state = model.state_dict()
-    missing = sorted(set(model_state) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(model_state))
-    mismatched = [f'{key} {tuple(state_dict[key].shape)} vs {tuple(model_state[key].shape)}'
-                  for key in sorted(set(model_state) & set(state_dict))
-                  if state_dict[key].shape != model_state[key].shape]
-    if missing or unexpected or mismatched:
-        problems = [f'{len(items)} {label} (e.g. {items[0]})'
-                    for label, items in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', mismatched))
-                    if items]
-        raise DeployError(f'checkpoint: {checkpoint_path} does not match model_cfg {model_cfg_path}: '
-                          + ', '.join(problems))
 
 
 def backend_missing_reason(backend) -> str | None:
@@ -275,10 +238,12 @@ def run(args: argparse.Namespace) -> None:
     missing_reason = backend_missing_reason(backend)
     if missing_reason is not None:
         logger.warning(f'{missing_reason}: only the ONNX file will be written')
-    state_dict = read_state_dict(args.checkpoint)
+    # The checkpoint must hold exactly the model's tensors (mmcv only warns, then exports a partly random model).
+    from mmdet_custom.apis.cli import check_checkpoint_matches, read_checkpoint, state_dict_of
+    state_dict = state_dict_of(read_checkpoint(args.checkpoint), args.checkpoint)
     task_processor = build_task_processor(deploy_cfg, model_cfg, args.device)
     torch_model = task_processor.init_pytorch_model(args.checkpoint)
-    check_checkpoint(state_dict, torch_model, args.checkpoint, args.model_cfg)
+    check_checkpoint_matches(state_dict, torch_model, args.checkpoint, f'model_cfg {args.model_cfg}')
     del state_dict
     os.makedirs(args.work_dir, exist_ok=True)
 
@@ -291,11 +256,11 @@ def run(args: argparse.Namespace) -> None:
     ir_files = partition(deploy_cfg, onnx_file, args.work_dir)
 
     if missing_reason is not None:
-        raise DeployError(f'deploy_cfg: {args.deploy_cfg} targets {backend.value}, but {missing_reason}; the ONNX '
+        raise UserError(f'deploy_cfg: {args.deploy_cfg} targets {backend.value}, but {missing_reason}; the ONNX '
                           f'file {onnx_file} is written: build the {backend.value} model from it where '
                           f'{backend.value} is installed')
     if backend == Backend.TENSORRT and not args.device.startswith('cuda'):
-        raise DeployError(f'--device {args.device}: TensorRT builds its engine on a CUDA device (pass --device '
+        raise UserError(f'--device {args.device}: TensorRT builds its engine on a CUDA device (pass --device '
                           f'cuda:0); the ONNX file {onnx_file} is written')
 
     calib_filename = get_calib_filename(deploy_cfg)
@@ -318,15 +283,9 @@ def run(args: argparse.Namespace) -> None:
     logger.info('All process success.')
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except DeployError as error:
-        print(f'deploy.py: error: {error}', file=sys.stderr)
-        return 1
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_cli(main, 'deploy.py')

@@ -10,16 +10,21 @@ InternImage backbones the DCNv3 core is added as the original does: per stage i,
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
+import os.path as osp
+import sys
 
 import torch
 from mmcv import DictAction
 from mmcv.cnn import get_model_complexity_info
 from mmdet.models import build_detector
 
-import mmcv_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-import mmdet_custom  # noqa: F401  (registers the InternImage models)
-from tools.entry_utils import UserError, load_config, run_cli
+if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
+from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmdet_custom.apis.cli import load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--size-divisor', type=int, default=32,
                         help='Pad the input image, the minimum size that is divisible by size_divisor, -1 means do '
                              'not pad the image.')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 2):
         parser.error(f'--shape takes 1 or 2 integers, got {len(args.shape)}')

@@ -8,8 +8,10 @@ for a bad config or checkpoint, missing/empty annotation files, missing or undec
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import os.path as osp
+import sys
 import time
 import warnings
 
@@ -17,25 +19,30 @@ import mmcv
 import torch
 from mmcv import DictAction
 from mmcv.cnn import fuse_conv_bn
-from mmcv.runner import get_dist_info, load_checkpoint, wrap_fp16_model
+from mmcv.runner import get_dist_info, wrap_fp16_model
 from mmdet.apis import multi_gpu_test, single_gpu_test
-from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
+from mmdet.datasets import build_dataloader, replace_ImageToTensor
 from mmdet.models import build_detector
 from mmdet.utils import build_dp, compat_cfg, get_device, get_root_logger, setup_multi_processes
 
-import mmcv_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-import mmdet_custom  # noqa: F401  (registers the InternImage models)
-from mmcv_custom.compat import build_ddp_any_device, enable_cpu_distributed
-from mmdet_custom.apis import revert_sync_bn_if_single_process
-from tools.entry_utils import (
-    UserError,
+if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
+from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cpu_distributed import build_ddp_any_device, enable_cpu_distributed
+from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis.cli import (
+    PARTIAL_FLAG,
+    build_dataset_checked,
     check_annotation_files,
     check_dataset,
-    guard_image_loading,
-    init_distributed,
+    check_eval_args,
+    check_writable_dir,
+    check_writable_file,
+    load_checkpoint_checked,
     load_config,
-    run_cli,
 )
+from mmdet_custom.datasets import guard_image_loading
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,6 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(PARTIAL_FLAG, action='store_true',
+                        help='load a checkpoint of another model (only the matching tensors; the rest stays '
+                             'random); without it such a checkpoint is refused')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -122,6 +133,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     cfg = prepare_test_cfg(cfg)
+    # Arguments a run could only reject after the whole inference are checked before anything is built.
+    check_eval_args(cfg.data.test, 'data.test', args.eval, args.format_only)
+    for field, folder in (('--work-dir', args.work_dir), ('--show-dir', args.show_dir)):
+        if folder is not None:
+            check_writable_dir(folder, field)
+    if args.out is not None:
+        check_writable_file(args.out, '--out')
     setup_multi_processes(cfg)
     if cfg.get('cudnn_benchmark', False):
         torch.backends.cudnn.benchmark = True
@@ -152,9 +170,9 @@ def main(argv=None) -> None:
         timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
         json_file = osp.join(args.work_dir, f'eval_{timestamp}.json')
 
-    dataset = build_dataset(cfg.data.test)
+    guard_image_loading(cfg.data.test, on_error='raise')  # a skipped test image would silently change the metrics
+    dataset = build_dataset_checked(cfg.data.test, 'data.test')
     check_dataset(dataset, 'data.test')
-    guard_image_loading(dataset, on_error='raise')  # a skipped test image would silently change the metrics
     data_loader = build_dataloader(dataset, **test_loader_cfg)
 
     cfg.model.train_cfg = None
@@ -164,10 +182,8 @@ def main(argv=None) -> None:
         raise UserError(f'config field model: {type(error).__name__}: {error}') from None
     if cfg.get('fp16', None) is not None:
         wrap_fp16_model(model)
-    try:
-        checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu')
-    except (RuntimeError, OSError, EOFError, KeyError) as error:
-        raise UserError(f'checkpoint file {args.checkpoint} cannot be loaded: {error}') from None
+    checkpoint = load_checkpoint_checked(model, args.checkpoint, f'the model of {args.config}',
+                                         allow_partial=args.allow_partial_checkpoint)
     model = revert_sync_bn_if_single_process(model, distributed, logger)
     if args.fuse_conv_bn:
         model = fuse_conv_bn(model)

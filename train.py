@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import os
 import os.path as osp
+import sys
 import time
 import warnings
 
@@ -25,23 +27,27 @@ from mmcv.runner import get_dist_info
 from mmcv.utils import get_git_hash
 from mmdet import __version__ as mmdet_version
 from mmdet.apis import init_random_seed, set_random_seed, train_detector
-from mmdet.datasets import build_dataset
 from mmdet.models import build_detector
 from mmdet.utils import collect_env, get_device, get_root_logger, setup_multi_processes
 
-import mmcv_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-import mmdet_custom  # noqa: F401  (registers the InternImage models)
-from mmcv_custom.compat import enable_cpu_distributed
-from mmdet_custom.apis import revert_sync_bn_if_single_process
-from tools.entry_utils import (
-    UserError,
+if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
+from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cpu_distributed import enable_cpu_distributed
+from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis.cli import (
+    PARTIAL_FLAG,
+    build_dataset_checked,
     check_annotation_files,
+    check_checkpoint_matches,
     check_dataset,
-    guard_image_loading,
-    init_distributed,
+    check_writable_dir,
     load_config,
-    run_cli,
+    read_checkpoint,
+    state_dict_of,
 )
+from mmdet_custom.datasets import guard_image_loading
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +85,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument('--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
+    parser.add_argument(PARTIAL_FLAG, action='store_true',
+                        help='let --resume-from load a checkpoint of another model (only the matching tensors); '
+                             'without it such a checkpoint is refused')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -98,6 +108,20 @@ def use_atomic_checkpoints(cfg) -> None:
     checkpoint_config = cfg.get('checkpoint_config')
     if checkpoint_config is not None and checkpoint_config.get('type', 'CheckpointHook') == 'CheckpointHook':
         checkpoint_config['type'] = 'AtomicCheckpointHook'
+
+
+def check_start_checkpoints(cfg, model, args) -> None:
+    """A truncated or corrupt ``--resume-from`` / ``load_from`` file, or a ``--resume-from`` checkpoint of another
+    model, is a one-line error before training starts (mmcv would fail with a traceback, or warn and resume a
+    partly random model). ``load_from`` may be partial on purpose (fine-tuning with another head), as in mmcv."""
+    if cfg.get('resume_from'):
+        field = '--resume-from' if args.resume_from else 'config field resume_from'
+        state_dict = state_dict_of(read_checkpoint(cfg.resume_from, field), cfg.resume_from, field)
+        if not args.allow_partial_checkpoint:
+            check_checkpoint_matches(state_dict, model, cfg.resume_from, f'the model of {args.config}', field,
+                                     hint=f'; pass {PARTIAL_FLAG} to resume with the matching tensors only')
+    if cfg.get('load_from') and not cfg.get('resume_from'):
+        read_checkpoint(cfg.load_from, 'config field load_from')
 
 
 def main(argv=None) -> None:
@@ -123,6 +147,7 @@ def main(argv=None) -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_writable_dir(cfg.work_dir, '--work-dir' if args.work_dir is not None else 'config field work_dir')
     if args.resume_from is not None:
         cfg.resume_from = args.resume_from
     cfg.auto_resume = args.auto_resume
@@ -180,16 +205,17 @@ def main(argv=None) -> None:
     meta['seed'] = seed
     meta['exp_name'] = osp.basename(args.config)
 
-    # the datasets first (the original builds the model first): data errors surface before the slow part
-    datasets = [build_dataset(cfg.data.train)]
+    # the datasets first (the original builds the model first): data errors surface before the slow part.
+    # An image that cannot be decoded is skipped with a warning (GuardedLoadImageFromFile).
+    guard_image_loading(cfg.data.train, on_error='skip')
+    datasets = [build_dataset_checked(cfg.data.train, 'data.train')]
     if len(cfg.workflow) == 2:
         assert 'val' in [mode for (mode, _) in cfg.workflow]
         val_dataset = copy.deepcopy(cfg.data.val)
         val_dataset.pipeline = cfg.data.train.get('pipeline', cfg.data.train.dataset.get('pipeline'))
-        datasets.append(build_dataset(val_dataset))
+        datasets.append(build_dataset_checked(val_dataset, 'data.val'))
     for dataset in datasets:
         check_dataset(dataset, 'data.train')
-        guard_image_loading(dataset, on_error='skip')
 
     try:
         model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
@@ -197,6 +223,7 @@ def main(argv=None) -> None:
         raise UserError(f'config field model: {type(error).__name__}: {error}') from None
     model.init_weights()
     model = revert_sync_bn_if_single_process(model, distributed, logger)
+    check_start_checkpoints(cfg, model, args)
 
     use_atomic_checkpoints(cfg)
     if cfg.checkpoint_config is not None:

@@ -1,5 +1,12 @@
-"""mmcv-side pieces: the stack check, the compatibility patches, the layer-decay optimizer constructor."""
-from .compat import apply_patches, check_stack
+"""mmcv-side pieces: the stack check, the compatibility patches, the one-line error reporter of the entry points,
+the atomic checkpoint hook, the layer-decay optimizer constructor and the DINO-G FFN.
+
+One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
+(mmcv/mmdet on today's torch, applied here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
+``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``cli`` (``UserError``, ``run_cli``).
+"""
+from .stack_check import check_stack
+from .torch_compat import apply_patches
 
 check_stack()
 apply_patches()

@@ -5,7 +5,7 @@ Every trainable parameter gets a *layer id*: 0 for the stem, 1.. for the backbon
 with ``Lmax = num_layers + 2``, so the heads train at the base lr and earlier backbone layers progressively slower.
 Biases, 1-D parameters, norms and attention sampling offsets get no weight decay.
 
-The id rule reproduces upstream's exactly, including its oddities (facts file 4.1), because the released models
+The id rule reproduces upstream's exactly, including its oddities (docs/deviations.md), because the released models
 were trained with it:
 
 * ``levels.{s}.post_norms.{k}`` takes the id of *block k* of stage s (the position in ``post_norms``, not the block

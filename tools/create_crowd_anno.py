@@ -11,11 +11,16 @@ crowds/reflections) or that carry ``extra.ignore != 0`` become ``iscrowd=1`` ign
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os.path as osp
 import sys
 
 from PIL import Image
+
+if importlib.util.find_spec('mmcv_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmcv_custom.cli import UserError, run_cli
 
 
 def convert_record(record: dict, image_id: int, next_ann_id: int, image_dir: str) -> tuple[dict, list[dict]]:
@@ -58,25 +63,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     root = osp.join(args.data_root, args.dataset)
     odgt_file = osp.join(root, 'annotations', f'annotation_{args.dataset_split}.odgt')
     out_file = osp.join(root, 'annotations', f'annotation_{args.dataset_split}.json')
     if not osp.isfile(odgt_file):
-        print(f'error: annotation file {odgt_file} does not exist (check --dataset / --dataset-split / --data-root)',
-              file=sys.stderr)
-        return 1
+        raise UserError(f'annotation file {odgt_file} does not exist (check --dataset / --dataset-split / '
+                        '--data-root)')
     try:
         coco = convert(odgt_file, osp.join(root, 'Images'))
     except (FileNotFoundError, KeyError, ValueError) as error:
-        print(f'error: {odgt_file}: {error}', file=sys.stderr)
-        return 1
+        raise UserError(f'{odgt_file}: {error}') from None
     with open(out_file, 'w') as f:
         json.dump(coco, f)
     print(f'wrote {out_file}: {len(coco["images"])} images, {len(coco["annotations"])} boxes')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_cli(main, 'create_crowd_anno.py')

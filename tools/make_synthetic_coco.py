@@ -13,6 +13,7 @@ writes ``OUT/{train,val}/*.jpg`` (or .png) and ``OUT/annotations/instances_{trai
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -21,6 +22,10 @@ import sys
 
 import cv2
 import numpy as np
+
+if importlib.util.find_spec('mmcv_custom') is None:  # not installed (`make setup` does): this script's repository
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmcv_custom.cli import UserError, run_cli
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
 
@@ -148,7 +153,7 @@ def make_split(out_dir: str, split: str, num_images: int, size: int, rng: np.ran
         file_name = f'{split}_{image_id:05d}.{image_ext}'
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_ext == 'jpg' else []
         if not cv2.imwrite(osp.join(image_dir, file_name), bgr, params):
-            raise OSError(f'could not write {osp.join(image_dir, file_name)}')
+            raise UserError(f'--out {out_dir}: could not write {osp.join(image_dir, file_name)}')
         images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
         for obj in objects:
             polygon = obj['polygon']
@@ -199,9 +204,12 @@ def main(argv=None) -> None:
     common = dict(size=args.size, max_objects=args.max_objects, min_radius_frac=args.min_radius,
                   max_radius_frac=args.max_radius, image_ext=args.ext)
     for split, count, rng in (('train', args.num_train, train_rng), ('val', args.num_val, val_rng)):
-        ann_file = make_split(args.out, split, count, rng=rng, **common)
+        try:
+            ann_file = make_split(args.out, split, count, rng=rng, **common)
+        except OSError as error:  # a read-only or full file system
+            raise UserError(f'--out {args.out}: cannot write there ({error.strerror or error})') from None
         print(f'[synthetic] {split}: {count} images of {args.size}px -> {ann_file}', file=sys.stderr)
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'make_synthetic_coco.py')

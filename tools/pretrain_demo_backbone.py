@@ -32,6 +32,7 @@ from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, for `tools` and the plugin
 
+from mmcv_custom.cli import run_cli  # noqa: E402
 from mmdet_custom.models.backbones import InternImage  # noqa: E402
 from tools.make_synthetic_coco import CLASSES, render_image  # noqa: E402
 
@@ -143,4 +144,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, 'pretrain_demo_backbone.py')

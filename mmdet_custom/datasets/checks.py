@@ -10,25 +10,27 @@ from __future__ import annotations
 import os.path as osp
 from collections.abc import Iterator
 
+from mmcv_custom.cli import UserError
+
 # Fields of mmdet dataset configs that name an input file (OpenImages has several besides ann_file).
 FILE_FIELDS = ('ann_file', 'label_file', 'hierarchy_file', 'meta_file', 'image_level_ann_file')
 DIR_FIELDS = ('img_prefix',)
 
 
-class DatasetFileError(FileNotFoundError):
+class DatasetFileError(FileNotFoundError, UserError):
     """A dataset file or folder named by the config does not exist; the message names the config field."""
 
 
-def _leaf_configs(data_cfg, field: str) -> Iterator[tuple[dict, str]]:
+def leaf_dataset_configs(data_cfg, field: str) -> Iterator[tuple[dict, str]]:
     """(leaf dataset config, its dotted config path) for every dataset inside wrappers and lists."""
     if isinstance(data_cfg, (list, tuple)):
         for i, item in enumerate(data_cfg):
-            yield from _leaf_configs(item, f'{field}.{i}')
+            yield from leaf_dataset_configs(item, f'{field}.{i}')
     elif isinstance(data_cfg, dict):
         if 'dataset' in data_cfg:
-            yield from _leaf_configs(data_cfg['dataset'], f'{field}.dataset')
+            yield from leaf_dataset_configs(data_cfg['dataset'], f'{field}.dataset')
         elif 'datasets' in data_cfg:
-            yield from _leaf_configs(data_cfg['datasets'], f'{field}.datasets')
+            yield from leaf_dataset_configs(data_cfg['datasets'], f'{field}.datasets')
         else:
             yield data_cfg, field
 
@@ -47,7 +49,7 @@ def check_dataset_files(data_cfg, field: str, config_file: str | None = None, ch
     ``field`` is the config path of ``data_cfg`` (e.g. ``'data.train'``); ``config_file`` is named in the message.
     """
     where = f' in {config_file}' if config_file else ''
-    for ds_cfg, ds_field in _leaf_configs(data_cfg, field):
+    for ds_cfg, ds_field in leaf_dataset_configs(data_cfg, field):
         for key in FILE_FIELDS:
             for path, path_field in _paths(ds_cfg.get(key), f'{ds_field}.{key}'):
                 if not osp.isfile(path):

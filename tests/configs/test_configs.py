@@ -1,6 +1,6 @@
 """Every (non-DINO) config loads, builds its detector (on the meta device) and has the released checkpoints'
-state-dict keys and shapes, derived here from the facts file (sections 1.3, 1.11, 3.9, 5.3, 5.4) rather than
-from the model; plus each config's settings that the facts file lists."""
+state-dict keys and shapes, derived here from the published layout (docs/checkpoints.md) rather than from the
+model; plus each config's settings (docs/model_zoo.md, training settings)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,8 @@ CONFIGS = sorted(p.relative_to(REPO).as_posix() for folder in DATASET_FOLDERS
 BASES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / 'configs/_base_').rglob('*.py'))
 HF = 'https://huggingface.co/OpenGVLab/InternImage/resolve/main/'
 
-# facts 1.11: channels, depths, groups, post_norm (stage norm present iff not post_norm), offset_scale
+# docs/checkpoints.md, backbone variants: channels, depths, groups, post_norm (stage norm present iff not
+# post_norm), offset_scale
 VARIANTS = {
     't': (64, [4, 4, 18, 4], [4, 8, 16, 32], False, 1.0),
     's': (80, [4, 4, 21, 4], [5, 10, 20, 40], True, 1.0),
@@ -27,15 +28,15 @@ VARIANTS = {
     'l': (160, [5, 5, 22, 5], [10, 20, 40, 80], True, 2.0),
     'xl': (192, [5, 5, 24, 5], [12, 24, 48, 96], True, 2.0),
 }
-# facts 1.3 measured backbone sizes: (parameters, state-dict keys)
+# docs/checkpoints.md, backbone keys: released backbone sizes: (parameters, state-dict keys)
 BACKBONE_SIZES = {'t': (28_769_520, 685), 's': (48_502_560, 743), 'b': (94_909_920, 743),
                   'l': (218_952_370, 831), 'xl': (328_971_228, 875)}
-# facts 7: released detector sizes in millions
+# docs/model_zoo.md: released detector sizes in millions
 DETECTOR_MILLIONS = {'mask_rcnn_t': 49, 'mask_rcnn_s': 69, 'mask_rcnn_b': 115, 'cascade_l': 277, 'cascade_xl': 387}
 
 
 def expected_backbone(channels: int, depths: list[int], groups: list[int], post_norm: bool) -> dict:
-    """Keys and shapes of facts 1.3 for T..XL (layer_scale 1.0, dw kernel 3, no cfs / res-post-norm)."""
+    """Keys and shapes of docs/checkpoints.md for T..XL (layer_scale 1.0, dw kernel 3, no cfs / res-post-norm)."""
     c = channels
     out = {
         'patch_embed.conv1.weight': (c // 2, 3, 3, 3), 'patch_embed.conv1.bias': (c // 2,),
@@ -119,7 +120,7 @@ def expected_4conv1fc(prefix: str, num_classes: int) -> dict:
 
 
 def expected_detector(config: str) -> tuple[str, str, dict]:
-    """(detector type, variant, expected state-dict shapes) of a config, from its file name and the facts."""
+    """(detector type, variant, expected state-dict shapes) of a config, from its file name and the published layout."""
     name = Path(config).stem
     variant = name.split('internimage_')[1].split('_')[0]
     channels, depths, groups, post_norm, _ = VARIANTS[variant]
@@ -174,10 +175,10 @@ def test_state_dict_matches_released_checkpoint(config):
     assert not missing and not unexpected, f'missing {missing[:5]}, unexpected {unexpected[:5]}'
     wrong = [(k, actual[k], expected[k]) for k in expected if actual[k] != expected[k]]
     assert not wrong, wrong[:5]
-    # facts 1.3: the backbone's parameter and key counts
+    # docs/checkpoints.md: the backbone's parameter and key counts
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     assert (backbone_params, len(model.backbone.state_dict())) == BACKBONE_SIZES[variant]
-    # facts 7: the released detector sizes (rounded to millions)
+    # docs/model_zoo.md: the released detector sizes (rounded to millions)
     family = 'mask_rcnn' if detector_type == 'MaskRCNN' else 'cascade'
     if 'crowd_human' not in config:
         total = sum(p.numel() for p in model.parameters())
@@ -186,7 +187,7 @@ def test_state_dict_matches_released_checkpoint(config):
 
 @pytest.mark.parametrize('config', CONFIGS)
 def test_config_settings(config):
-    """Settings of facts 5.3 / 5.4 / 5.5 / 1.11 per config."""
+    """Settings per config (docs/model_zoo.md: training settings, starting checkpoints; docs/checkpoints.md)."""
     cfg = Config.fromfile(str(REPO / config))
     name = Path(config).stem
     variant = name.split('internimage_')[1].split('_')[0]
@@ -210,7 +211,7 @@ def test_config_settings(config):
     assert cfg.model.neck.in_channels == [channels * 2 ** i for i in range(4)]
     assert cfg.model.neck.num_outs == 5
 
-    # optimizer (facts 5.3 table): lr, wd, layer decay
+    # optimizer (docs/model_zoo.md, training settings): lr, wd, layer decay
     num_layers = sum(depths)
     decay = {'mask_rcnn': 1.0, 'cascade': 0.94}['mask_rcnn' if name.startswith('mask') else 'cascade']
     lr, wd, extra = 1e-4, 0.05, {}

@@ -1,4 +1,4 @@
-"""Every DINO config of the original: settings as the facts file lists them, and the detector it builds has exactly
+"""Every DINO config of the original: its settings (docs/model_zoo.md), and the detector it builds has exactly
 the state-dict keys and shapes of the released checkpoints (H/G/CB built on the meta device)."""
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def norm_keys(prefix: str, count: int) -> dict[str, tuple]:
 
 
 def expected_head_keys(num_classes: int, ffn_type: str) -> dict[str, tuple]:
-    """The bbox_head part of a released DINO checkpoint, written from the facts file (3.9)."""
+    """The bbox_head part of a released DINO checkpoint, written from docs/checkpoints.md (detector keys)."""
     keys = {'bbox_head.label_embedding.weight': (num_classes, 256)}
     for i in range(7):  # 6 decoder layers + the encoder (two-stage) branch
         keys[f'bbox_head.cls_branches.{i}.weight'] = (num_classes, 256)
@@ -233,6 +233,6 @@ def test_layer_wise_lr_decay_on_the_dino_model(name):
     assert head_scale == (pytest.approx(1.0), f'layer_{layers + 1}_decay')
     scale, group = lr_scale_of(optimizer, 'bbox_head.transformer.encoder.layers.0.attentions.0.sampling_offsets.weight')
     assert scale == pytest.approx(offset) and group == f'layer_{layers + 1}_no_decay_offset_lr_scale'
-    if name.startswith('dino_4scale_internimage_t'):  # the facts' worked example
+    if name.startswith('dino_4scale_internimage_t'):  # the worked example of docs/deviations.md (layer decay)
         assert lr_scale_of(optimizer, 'backbone.levels.3.blocks.3.mlp.fc1.weight')[0] == pytest.approx(0.9)
         assert lr_scale_of(optimizer, 'backbone.levels.3.blocks.0.mlp.fc1.weight')[0] == pytest.approx(0.9 ** 4)

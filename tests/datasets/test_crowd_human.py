@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import mmdet_custom  # noqa: F401  (registers CrowdHumanDataset)
+from mmcv_custom.cli import run_cli
 from mmdet_custom.datasets.crowd_human import (
     CrowdHumanDataset,
     crowdhuman_ap,
@@ -132,8 +133,7 @@ def test_create_crowd_anno(tmp_path, capsys):
         dict(ID='2,def', gtboxes=[dict(tag='person', fbox=[2, 2, 6, 7])]),
     ]
     (root / 'annotations' / 'annotation_val.odgt').write_text('\n'.join(json.dumps(r) for r in records) + '\n')
-    assert create_crowd_anno(['--dataset', 'CrowdHuman', '--dataset-split', 'val', '--data-root',
-                              str(tmp_path)]) == 0
+    create_crowd_anno(['--dataset', 'CrowdHuman', '--dataset-split', 'val', '--data-root', str(tmp_path)])
     coco = json.loads((root / 'annotations' / 'annotation_val.json').read_text())
     assert coco['categories'] == [dict(id=1, name='person')]
     assert coco['images'] == [dict(id=0, file_name='1,abc.jpg', width=64, height=48),
@@ -142,5 +142,10 @@ def test_create_crowd_anno(tmp_path, capsys):
         (1, 0, [1, 2, 10, 20], 200, 0), (2, 0, [5, 5, 8, 8], 64, 1), (3, 0, [0, 0, 4, 6], 24, 1),
         (4, 1, [2, 2, 6, 7], 42, 0)]
     # a missing split: one line naming the file
-    assert create_crowd_anno(['--dataset-split', 'test', '--data-root', str(tmp_path)]) == 1
-    assert 'annotation_test.odgt does not exist' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: create_crowd_anno(['--dataset-split', 'test', '--data-root', str(tmp_path)]),
+                'create_crowd_anno.py')
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f'create_crowd_anno.py: error: annotation file {tmp_path}/CrowdHuman/annotations/annotation_test.odgt '
+        'does not exist (check --dataset / --dataset-split / --data-root)']

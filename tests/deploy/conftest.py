@@ -27,7 +27,7 @@ def _mmdet_base(*parts: str) -> str:
 
 
 def write_model_config(path: Path, depths: list[int] | None = None) -> Path:
-    """Mask R-CNN with the InternImage-T backbone (facts 1.11), test pipeline at TEST_SCALE.
+    """Mask R-CNN with the InternImage-T backbone (docs/checkpoints.md, backbone variants), test pipeline at TEST_SCALE.
 
     Inherits the repository's config when it exists, else mmdet's own Mask R-CNN base with the backbone swapped.
     """
@@ -116,5 +116,5 @@ def mmdeploy_stack():
     pytest.importorskip('onnxruntime')
     import mmcv_custom  # noqa: F401
     import mmdet_custom  # noqa: F401
-    from mmcv_custom.compat import apply_mmdeploy_patches
+    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
     apply_mmdeploy_patches()

@@ -36,7 +36,8 @@ def mask_rcnn_t():
 
 
 # (name, layer id, weight decay) for InternImage-T (depths 4, 4, 18, 4): ids worked out by hand from the rule in
-# facts 4.1 (DINO-T worked example: stage norms/downsamples take the next stage's first-block id; stage 3's norm 27).
+# docs/deviations.md, layer-wise lr decay (DINO-T worked example: stage norms/downsamples take the next stage's
+# first-block id; stage 3's norm 27).
 T_SAMPLE = [
     ('backbone.patch_embed.conv1.weight', 0, WD),
     ('backbone.patch_embed.conv1.bias', 0, 0.),
@@ -86,7 +87,7 @@ def test_mask_rcnn_t_with_decay_09(mask_rcnn_t, name, layer_id, weight_decay):
 
 
 def test_worked_example_values(mask_rcnn_t):
-    """The scales quoted in facts 4.1: stem 0.9^31 = 0.0382, stage-3 norm 0.9^4 = 0.6561, heads 1.0."""
+    """The scales quoted in docs/deviations.md: stem 0.9^31 = 0.0382, stage-3 norm 0.9^4 = 0.6561, heads 1.0."""
     cfg, model = mask_rcnn_t
     optimizer_cfg = cfg.optimizer.copy()
     optimizer_cfg['paramwise_cfg'] = dict(num_layers=30, layer_decay_rate=0.9, depths=[4, 4, 18, 4])

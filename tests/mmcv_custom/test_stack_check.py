@@ -37,7 +37,7 @@ def test_wrong_mmcv_is_one_clear_error(tmp_path, packages, expected):
     result = _import_with_stand_ins(tmp_path, packages)
     assert result.returncode != 0
     line = _last_line(result)
-    assert line.startswith('mmcv_custom.compat.StackError: ')
+    assert line.startswith('mmcv_custom.stack_check.StackError: ')
     assert expected in line
     assert 'make setup' in line
 

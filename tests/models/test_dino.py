@@ -265,7 +265,8 @@ def test_look_forward_twice_gradient_paths():
 
 
 def test_dn_loss_values_by_hand():
-    """Focal / L1 denoising losses on a hand case: averaged over the positives only (facts 3.4)."""
+    """Focal / L1 denoising losses on a hand case: averaged over the positives only (docs/deviations.md, DINO
+    query denoising)."""
     cfg = tiny_dino_cfg(num_classes=4)
     head = build_head(dict(cfg['bbox_head'], train_cfg=cfg['train_cfg']))
     dn_meta = dict(pad_size=12, num_dn_group=2)
@@ -281,3 +282,19 @@ def test_dn_loss_values_by_hand():
     assert loss_cls.item() == pytest.approx(expected_cls, rel=1e-5)
     # L1 to (0.25, 0.125, 0.5, 0.25) is 0.875 and to (0.625, 0.625, 0.75, 0.75) is 0.75; x2 groups, / 4, x weight 5
     assert loss_bbox.item() == pytest.approx(5 * 2 * (0.875 + 0.75) / 4, rel=1e-5)
+
+
+def test_head_init_weights_zero_box_branches_and_prior_probability_class_bias():
+    """As upstream's effective init (DINO is always two-stage, so every box branch's last layer starts at zero)."""
+    model = build_detector(Config(dict(model=tiny_dino_cfg())).model)
+    for branch in model.bbox_head.reg_branches:   # perturbed first: init_weights must set them, not inherit them
+        torch.nn.init.normal_(branch[-1].weight)
+        torch.nn.init.normal_(branch[-1].bias)
+    model.init_weights()
+    head = model.bbox_head
+    for branch in head.reg_branches:
+        assert torch.count_nonzero(branch[-1].weight) == 0
+        assert torch.count_nonzero(branch[-1].bias) == 0
+    prior_logit = -math.log((1 - 0.01) / 0.01)   # a 1% foreground prior, hand-computed
+    for branch in head.cls_branches:
+        torch.testing.assert_close(branch.bias, torch.full_like(branch.bias, prior_logit))

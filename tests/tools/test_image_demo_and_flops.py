@@ -29,7 +29,7 @@ def test_image_demo_writes_a_picture_with_detections(helpers, trained_run, shape
 
 
 def test_dcnv3_flops_formula():
-    # facts file 6: sum over stages of depth * 5 * (H / (4 * 2^i)) * (W / (4 * 2^i)) * 9 * C_i
+    # docs/model_zoo.md (FLOPs): sum over stages of depth * 5 * (H / (4 * 2^i)) * (W / (4 * 2^i)) * 9 * C_i
     expected = (2 * 5 * 200 * 320 * 9 * 64 + 2 * 5 * 100 * 160 * 9 * 128
                 + 3 * 5 * 50 * 80 * 9 * 256 + 1 * 5 * 25 * 40 * 9 * 512)
     assert get_flops.dcnv3_flops([2, 2, 3, 1], 64, 800, 1280) == expected

@@ -88,7 +88,7 @@ def main() -> None:
 
     import mmcv_custom  # noqa: F401
     import mmdet_custom  # noqa: F401
-    from mmcv_custom.compat import apply_mmdeploy_patches
+    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
     apply_mmdeploy_patches()
     from mmdeploy.apis import build_task_processor
     from mmdeploy.apis.onnx import export

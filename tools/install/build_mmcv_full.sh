@@ -13,6 +13,7 @@ PYTHON=$(command -v "${1:?usage: build_mmcv_full.sh PYTHON}")
 PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")
 MMCV_VERSION=1.7.2
 CACHE_ROOT=${INTERNIMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/internimage-det}
+PIP="$(cd "$(dirname "$0")" && pwd)/pip_quiet.sh"   # pip without the noise, with pip's exit status
 
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -46,8 +47,8 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     echo "[mmcv-full] no cached wheel for torch $torch_version: building from source (17-30 min on 2 cores)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    "$PYTHON" -m pip download --quiet --no-deps --no-build-isolation --no-binary :all: \
-        "mmcv-full==$MMCV_VERSION" -d "$work" 2>&1 | grep -v "WARNING: Location" || true
+    bash "$PIP" "$PYTHON" download --quiet --no-deps --no-build-isolation --no-binary :all: \
+        "mmcv-full==$MMCV_VERSION" -d "$work"
     tar -xzf "$work/mmcv-full-$MMCV_VERSION.tar.gz" -C "$work"
     src="$work/mmcv-full-$MMCV_VERSION"
     # PATCH: torch >= 2.x headers require C++20 ("C++20 or later compatible compiler is required to
@@ -61,13 +62,11 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     # where torch sees a GPU (or FORCE_CUDA=1 is set by the caller); CPU ops always.
     # --no-build-isolation: compile against the torch already in this environment.
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-        "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$wheel_dir" . \
-        2>&1 | grep -v "WARNING: Location")
+        bash "$PIP" "$PYTHON" wheel --no-deps --no-build-isolation -w "$wheel_dir" .)
     echo "$torch_version" > "$wheel_dir/BUILT_AGAINST"
 fi
 
-"$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl \
-    2>&1 | grep -v "WARNING: Location" || true
+bash "$PIP" "$PYTHON" install --quiet --no-deps --force-reinstall "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl
 "$PYTHON" - <<'PY'
 import torch
 from mmcv.ops import RoIAlign, nms

@@ -72,11 +72,12 @@ class DINOHead(DeformableDETRHead):
             bias_init = bias_init_with_prob(0.01)
             for m in self.cls_branches:
                 nn.init.constant_(m.bias, bias_init)
+        # Every box branch's last layer starts at zero (weight and bias). Upstream inherits Deformable DETR's init,
+        # which first sets reg_branches[0]'s w/h bias to -2 and then, for two-stage heads, resets all of them to 0;
+        # DINO is always two-stage, so zero is what the released models were trained from (the encoder proposals
+        # already carry the size prior). The dead -2 step is left out.
         for m in self.reg_branches:
             constant_init(m[-1], 0, bias=0)
-        nn.init.constant_(self.reg_branches[0][-1].bias.data[2:], -2.0)
-        for m in self.reg_branches:  # two-stage: the proposals already carry the size prior
-            nn.init.constant_(m[-1].bias.data[2:], 0.0)
 
     # ------------------------------------------------------------------------------------------------- forward
     def forward(self, mlvl_feats: list[Tensor], img_metas: list[dict], dn_label_query: Tensor | None = None,

@@ -1,7 +1,6 @@
-"""Each old-stack compatibility patch: the symptom on the unpatched stack, and the fix once patched."""
+"""mmcv_custom/torch_compat.py: each patch's symptom on the unpatched stack, and the fix once patched."""
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 
 import mmcv_custom  # noqa: F401  (applies the patches)
-from mmcv_custom import compat
+from mmcv_custom import torch_compat
 
 
 def test_patches_are_idempotent():
@@ -17,7 +16,7 @@ def test_patches_are_idempotent():
     from mmcv.runner.checkpoint import CheckpointLoader
 
     stream_fn, loader = _functions._get_stream, CheckpointLoader._schemes['']
-    compat.apply_patches()
+    torch_compat.apply_patches()
     assert _functions._get_stream is stream_fn
     assert CheckpointLoader._schemes[''] is loader
 
@@ -53,20 +52,6 @@ class _TinyDetector(nn.Module):
     def train_step(self, data, optimizer=None):
         loss = self(data).pow(2).mean()
         return dict(loss=loss, log_vars=dict(loss=loss.item()), num_samples=len(data))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def gloo_world_of_one():
-    import torch.distributed as dist
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{_free_port()}', rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_mmddp_train_and_forward_on_cpu(gloo_world_of_one):
@@ -110,6 +95,32 @@ def test_mmcv_load_checkpoint_reads_numpy_meta(checkpoint_with_numpy_meta):
     checkpoint = load_checkpoint(fresh, path, map_location='cpu')
     assert checkpoint['meta']['hook_msgs']['best_score'] == 0.5
     assert torch.equal(fresh.weight, model.weight)
+
+
+def test_torch_load_replaced_with_the_old_signature_still_works(tmp_path, monkeypatch):
+    """mmcv's own tests/test_load_model_zoo.py::test_load_external_url replaces torch.load by a function without
+    ``weights_only``; the patched local loader must call it without that keyword (it used to raise TypeError)."""
+    from mmcv.runner.checkpoint import _load_checkpoint
+
+    def load(filepath, map_location=None):
+        return 'local:' + filepath
+
+    monkeypatch.setattr(torch, 'load', load)
+    path = tmp_path / 'test.pth'
+    path.touch()
+    assert _load_checkpoint(str(path)) == f'local:{path}'
+
+
+def test_full_pickle_kwargs_only_for_loaders_that_take_the_argument():
+    def old_load(f, map_location=None):
+        return None
+
+    def wrapper(*args, **kwargs):  # passes keywords on to torch.load
+        return None
+
+    assert torch_compat.full_pickle_kwargs(old_load) == {}
+    assert torch_compat.full_pickle_kwargs(wrapper) == {'weights_only': False}
+    assert torch_compat.full_pickle_kwargs(torch.load) == {'weights_only': False}
 
 
 def test_local_loader_still_reports_missing_file(tmp_path):
