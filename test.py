@@ -42,6 +42,7 @@ from mmdet_custom.apis.cli import (
     load_checkpoint_checked,
     load_config,
 )
+from mmdet_custom.apis.eval_plots import write_eval_plots
 from mmdet_custom.datasets import guard_image_loading
 
 
@@ -87,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(PARTIAL_FLAG, action='store_true',
                         help='load a checkpoint of another model (only the matching tensors; the rest stays '
                              'random); without it such a checkpoint is refused')
+    parser.add_argument('--plot-dir', help='write per-class AP and precision-recall plots of the COCO evaluation '
+                                           '(per_class_ap_<bbox|segm>.png/.json, precision_recall_<bbox|segm>.png)')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -134,8 +137,8 @@ def main(argv=None) -> None:
     cfg = load_config(args.config, args.cfg_options)
     cfg = prepare_test_cfg(cfg)
     # Arguments a run could only reject after the whole inference are checked before anything is built.
-    check_eval_args(cfg.data.test, 'data.test', args.eval, args.format_only)
-    for field, folder in (('--work-dir', args.work_dir), ('--show-dir', args.show_dir)):
+    check_eval_args(cfg.data.test, 'data.test', args.eval, args.format_only, args.plot_dir)
+    for field, folder in (('--work-dir', args.work_dir), ('--show-dir', args.show_dir), ('--plot-dir', args.plot_dir)):
         if folder is not None:
             check_writable_dir(folder, field)
     if args.out is not None:
@@ -220,6 +223,9 @@ def main(argv=None) -> None:
             print(metric)
             if json_file is not None:
                 mmcv.dump(dict(config=args.config, metric=metric), json_file)
+            if args.plot_dir is not None:
+                for path in write_eval_plots(dataset, outputs, args.plot_dir, args.eval):
+                    print(f'wrote {path}')
 
 
 if __name__ == '__main__':

@@ -110,6 +110,26 @@ def use_atomic_checkpoints(cfg) -> None:
         checkpoint_config['type'] = 'AtomicCheckpointHook'
 
 
+def use_training_curves(cfg) -> None:
+    """Pictures of the run in the work dir (``loss_lr.png``, ``val_map.png``): ``TrainingCurvesHook``."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(hook.get('type') == 'TrainingCurvesHook' for hook in hooks):
+        cfg.custom_hooks = hooks + [dict(type='TrainingCurvesHook')]
+
+
+def use_tensorboard(cfg) -> None:
+    """``--cfg-options log_config.tensorboard=True`` adds mmcv's ``TensorboardLoggerHook`` (event files in
+    ``<work_dir>/tf_logs``) next to the text logger."""
+    log_config = cfg.get('log_config')
+    if log_config is None or not log_config.pop('tensorboard', False):
+        return
+    if importlib.util.find_spec('tensorboard') is None:
+        raise UserError('config field log_config.tensorboard: the tensorboard package is not installed '
+                        '(pip install -c requirements/constraints.txt tensorboard, or make setup)')
+    if not any(hook.get('type') == 'TensorboardLoggerHook' for hook in log_config.hooks):
+        log_config.hooks.append(dict(type='TensorboardLoggerHook'))
+
+
 def check_start_checkpoints(cfg, model, args) -> None:
     """A truncated or corrupt ``--resume-from`` / ``load_from`` file, or a ``--resume-from`` checkpoint of another
     model, is a one-line error before training starts (mmcv would fail with a traceback, or warn and resume a
@@ -127,6 +147,8 @@ def check_start_checkpoints(cfg, model, args) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
+    use_training_curves(cfg)
+    use_tensorboard(cfg)
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr and 'base_batch_size' in cfg.auto_scale_lr:

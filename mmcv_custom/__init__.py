@@ -1,5 +1,5 @@
 """mmcv-side pieces: the stack check, the compatibility patches, the one-line error reporter of the entry points,
-the atomic checkpoint hook, the layer-decay optimizer constructor and the DINO-G FFN.
+the atomic checkpoint hook, the training-curves hook, the layer-decay optimizer constructor and the DINO-G FFN.
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
@@ -15,6 +15,7 @@ apply_patches()
 from .checkpoint_hook import AtomicCheckpointHook  # noqa: E402
 from .custom_layer_decay_optimizer_constructor import CustomLayerDecayOptimizerConstructor  # noqa: E402
 from .efficient_ffn import EfficientFFN  # noqa: E402
+from .training_curves import TrainingCurvesHook  # noqa: E402
 
-__all__ = ['AtomicCheckpointHook', 'CustomLayerDecayOptimizerConstructor', 'EfficientFFN', 'apply_patches',
-           'check_stack']
+__all__ = ['AtomicCheckpointHook', 'CustomLayerDecayOptimizerConstructor', 'EfficientFFN', 'TrainingCurvesHook',
+           'apply_patches', 'check_stack']

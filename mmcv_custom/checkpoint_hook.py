@@ -4,7 +4,9 @@ mmcv's ``CheckpointHook`` has the runner ``torch.save`` straight to ``work_dir/e
 ``latest.pth`` at it: a process killed mid-write leaves a truncated file that ``--auto-resume`` then picks up.
 ``AtomicCheckpointHook`` (same arguments, registered in mmcv's HOOKS) writes each checkpoint to a temporary file
 in the same directory, flushes it to disk and renames it into place (``os.replace`` is atomic on POSIX); the
-``latest.pth`` symlink is swapped the same way. ``train.py`` uses it for every config whose ``checkpoint_config``
+``latest.pth`` symlink is swapped the same way. When the write fails (a full disk), the temporary file is removed,
+the previous checkpoint and ``latest.pth`` are untouched, and the run stops with a one-line
+:class:`~mmcv_custom.cli.UserError` naming both. ``train.py`` uses it for every config whose ``checkpoint_config``
 names no other hook type.
 
 One more difference: for iteration-based runners mmcv records ``meta['iter']`` one lower than the number of
@@ -20,6 +22,8 @@ import torch
 from mmcv.parallel import is_module_wrapper
 from mmcv.runner import HOOKS, CheckpointHook, get_dist_info
 from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
+
+from .cli import UserError
 
 TMP_SUFFIX = '.tmp'  # not '.pth': mmdet's find_latest_checkpoint must never see a half-written file
 
@@ -104,7 +108,14 @@ class AtomicCheckpointHook(CheckpointHook):
         path = osp.join(self.out_dir, filename)
 
         checkpoint = build_checkpoint(runner, self.args.get('meta'), self.save_optimizer, by_epoch)
-        atomic_torch_save(checkpoint, path)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except OSError as error:  # a full disk (ENOSPC), a quota, a read-only folder: the run cannot go on
+            previous = (runner.meta or {}).get('hook_msgs', {}).get('last_ckpt')
+            kept = (f'the previous checkpoint {previous} is intact' if previous and osp.isfile(previous)
+                    else 'no earlier checkpoint of this run exists')
+            raise UserError(f'checkpoint {path} could not be saved ({error.strerror or error}); {kept} '
+                            '(resume from it with --resume-from or --auto-resume once there is space)') from None
         if self.args.get('create_symlink', True):
             atomic_symlink(filename, osp.join(self.out_dir, 'latest.pth'))
 

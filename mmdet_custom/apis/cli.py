@@ -255,13 +255,13 @@ def read_checkpoint(path: str, field: str = 'checkpoint') -> dict:
     from mmcv.runner import CheckpointLoader
 
     if '://' not in path and not osp.isfile(path):
-        raise UserError(f'{field}: checkpoint file {path} does not exist')
+        raise UserError(f'{field} {path}: checkpoint file does not exist')
     try:
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     except Exception as error:  # noqa: BLE001  (pickle, zip and torch all fail differently on a broken file)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
-        raise UserError(f'{field}: checkpoint file {path} cannot be read (truncated or not a checkpoint: '
-                        f'{type(error).__name__}{": " + reason if reason else ""})') from None
+        raise UserError(f'{field} {path}: cannot be read, truncated or not a checkpoint ({type(error).__name__}'
+                        f'{": " + reason if reason else ""})') from None
     return checkpoint
 
 
@@ -272,7 +272,7 @@ def state_dict_of(checkpoint, path: str, field: str = 'checkpoint') -> dict:
 
     state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise UserError(f'{field}: {path} holds no state_dict of tensors')
+        raise UserError(f'{field} {path}: holds no state_dict of tensors')
     return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
 
 
@@ -296,7 +296,7 @@ def check_checkpoint_matches(state_dict: dict, model, path: str, target: str, fi
     warns about a mismatch, then runs a partly random model). ``target`` names the model's config."""
     problems = checkpoint_mismatch(state_dict, model)
     if problems:
-        raise UserError(f'{field}: {path} does not match {target}: {", ".join(problems)}{hint}')
+        raise UserError(f'{field} {path} does not match {target}: {", ".join(problems)}{hint}')
 
 
 def load_checkpoint_checked(model, path: str, target: str, allow_partial: bool = False,
@@ -348,13 +348,21 @@ def allowed_eval_metrics(dataset_cls: type) -> tuple[tuple[str, ...], bool] | No
     return None
 
 
-def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format_only: bool) -> None:
-    """Raise :class:`UserError` when ``--eval`` names a metric the dataset in ``data_cfg`` cannot compute, or when
-    ``--format-only`` is asked of a dataset without a result format - before any model or dataset is built."""
-    from mmdet.datasets import DATASETS, CustomDataset
+def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format_only: bool,
+                    plot_dir: str | None = None) -> None:
+    """Raise :class:`UserError` when ``--eval`` names a metric the dataset in ``data_cfg`` cannot compute, when
+    ``--format-only`` is asked of a dataset without a result format, or ``--plot-dir`` of a run that computes no
+    COCO box or mask AP - before any model or dataset is built."""
+    from mmdet.datasets import DATASETS, CocoDataset, CustomDataset
 
     dataset_type = data_cfg.get('type') if isinstance(data_cfg, dict) else None
     dataset_cls = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else None
+    if plot_dir is not None:
+        if dataset_cls is None or not issubclass(dataset_cls, CocoDataset):
+            raise UserError(f'--plot-dir: per-class AP and precision-recall plots need a COCO-style dataset, '
+                            f'{field}.type is {dataset_type}')
+        if not set(eval_metrics or ()) & {'bbox', 'segm'}:
+            raise UserError('--plot-dir: plots the COCO evaluation, so it needs --eval bbox and/or segm')
     if dataset_cls is None:   # a list of datasets or a wrapper: its evaluate() decides
         return
     if eval_metrics:
@@ -363,8 +371,9 @@ def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format
             metrics, multi = allowed
             for metric in eval_metrics:
                 if metric not in metrics:
-                    nearest = difflib.get_close_matches(metric, metrics, n=1)
-                    guess = f'did you mean {nearest[0]!r}? ' if nearest else ''
+                    lowered = {name.lower(): name for name in metrics}
+                    nearest = difflib.get_close_matches(metric.lower(), list(lowered), n=1)
+                    guess = f'did you mean {lowered[nearest[0]]!r}? ' if nearest else ''
                     raise UserError(f'--eval {metric}: not a metric of {dataset_type} ({field}.type); {guess}'
                                     f'choose from {", ".join(metrics)}')
             if not multi and len(eval_metrics) > 1:
@@ -375,17 +384,24 @@ def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format
                         'FILE.pkl to keep the raw results')
 
 
+def _probe_writable(folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix='.write_test_'):
+        pass
+
+
 def check_writable_dir(path: str, field: str) -> None:
     """Create ``path`` if needed and make sure a file can be written there; else :class:`UserError` naming
     ``field`` (a read-only or full file system would otherwise fail after the slow part)."""
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test_'):
-            pass
+        _probe_writable(path)
     except OSError as error:
         raise UserError(f'{field} {path}: cannot write there ({error.strerror or error})') from None
 
 
 def check_writable_file(path: str, field: str) -> None:
-    """The folder of output file ``path`` exists or can be created, and is writable (:func:`check_writable_dir`)."""
-    check_writable_dir(osp.dirname(osp.abspath(path)), field)
+    """The folder of output file ``path`` exists or can be created, and is writable (see :func:`check_writable_dir`)."""
+    try:
+        _probe_writable(osp.dirname(osp.abspath(path)))
+    except OSError as error:
+        raise UserError(f'{field} {path}: cannot write there ({error.strerror or error})') from None

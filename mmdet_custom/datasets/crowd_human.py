@@ -169,6 +169,7 @@ class CrowdHumanDataset(CocoDataset):
 
     CLASSES = ('person',)
     PALETTE = [(220, 20, 60)]
+    EVAL_METRICS = COCO_METRICS + CROWD_METRICS   # what evaluate() accepts (test.py checks --eval against it)
 
     def crowdhuman_inputs(self, results: Sequence) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(detections (n, 5), boxes (m, 4) x1y1x2y2, ignore flags (m,)) per image, clipped to the image."""

@@ -183,7 +183,7 @@ def test_checkpoint_of_another_model_is_one_clear_line(kit, small_model, tmp_pat
     assert result.returncode == 1
     lines = kit.error_lines(result.stderr)
     assert len(lines) == 1, result.stderr[-2000:]
-    assert f'checkpoint: {other_checkpoint} does not match model_cfg' in lines[0]
+    assert f'checkpoint {other_checkpoint} does not match model_cfg' in lines[0]
     assert 'unexpected (e.g. backbone.levels.2.blocks.1.' in lines[0]
     assert not (tmp_path / 'work_dir' / 'end2end.onnx').exists()
 

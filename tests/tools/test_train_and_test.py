@@ -24,7 +24,7 @@ def tested_run(trained_run, shapes_data, helpers, tmp_path_factory):
     result = helpers.run_script([
         'test.py', helpers.demo_config, str(trained_run / 'latest.pth'), '--eval', 'bbox', 'segm',
         '--work-dir', str(out_dir), '--out', str(out_dir / 'results.pkl'), '--show-dir', str(out_dir / 'pictures'),
-        '--eval-options', f'jsonfile_prefix={out_dir}/results',
+        '--eval-options', f'jsonfile_prefix={out_dir}/results', '--plot-dir', str(out_dir / 'plots'),
         '--cfg-options', *helpers.tiny_cfg_options(shapes_data)])
     return out_dir, result
 
@@ -125,3 +125,41 @@ def test_sigkill_then_auto_resume_completes_the_run(shapes_data, helpers, tmp_pa
     resumed_log = helpers.read_train_log(tmp_path)
     assert [e['iter'] for e in resumed_log] == list(range(resumed_from + 1, max_iters + 1))
     assert re.search(rf'resumed from epoch: \d+, iter {resumed_from}\b', sorted(tmp_path.glob('*.log'))[-1].read_text())
+
+
+def test_test_writes_per_class_ap_and_precision_recall_plots(tested_run):
+    out_dir, result = tested_run
+    metric = json.loads(next(out_dir.glob('eval_*.json')).read_text())['metric']
+    for kind in ('bbox', 'segm'):
+        for name in (f'per_class_ap_{kind}.png', f'precision_recall_{kind}.png'):
+            assert (out_dir / 'plots' / name).stat().st_size > 0, name
+            assert f'wrote {out_dir / "plots" / name}' in result.stdout
+        per_class = json.loads((out_dir / 'plots' / f'per_class_ap_{kind}.json').read_text())
+        assert list(per_class) == ['circle', 'square', 'triangle', 'star']
+        # the same COCO evaluation as mmdet's: the class mean is the reported mAP (rounded to 3 decimals there)
+        values = [v for v in per_class.values() if v is not None]
+        assert np.mean(values) == pytest.approx(metric[f'{kind}_mAP'], abs=1e-3)
+
+
+def test_training_writes_its_loss_and_lr_curve(trained_run):
+    assert (trained_run / 'loss_lr.png').stat().st_size > 0
+    assert not (trained_run / 'val_map.png').exists()   # trained with --no-validate
+
+
+def test_training_with_validation_writes_the_val_map_curve(shapes_data, helpers, tmp_path):
+    helpers.run_script(['train.py', helpers.demo_config, '--work-dir', str(tmp_path), '--cfg-options',
+                        *helpers.tiny_cfg_options(shapes_data, max_iters=2, checkpoint_interval=2),
+                        'evaluation.interval=1'])
+    val = [json.loads(line) for log in tmp_path.glob('*.log.json') for line in log.read_text().splitlines()
+           if '"mode": "val"' in line]
+    assert [entry['iter'] for entry in val] == [1, 2]
+    assert (tmp_path / 'val_map.png').stat().st_size > 0 and (tmp_path / 'loss_lr.png').stat().st_size > 0
+
+
+def test_tensorboard_switch(shapes_data, helpers, tmp_path):
+    pytest.importorskip('tensorboard')
+    helpers.run_script(['train.py', helpers.demo_config, '--work-dir', str(tmp_path), '--no-validate',
+                        '--cfg-options', *helpers.tiny_cfg_options(shapes_data, max_iters=2, checkpoint_interval=2),
+                        'log_config.tensorboard=True'])
+    events = list((tmp_path / 'tf_logs').glob('events.out.tfevents.*'))
+    assert events and events[0].stat().st_size > 0

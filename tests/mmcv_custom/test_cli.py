@@ -1,0 +1,54 @@
+"""The one error reporter of the entry points: one line, exit status 1; the traceback only when asked for."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mmcv_custom.cli import UserError, error_line, run_cli
+
+PROGRAM = '''
+import sys
+from mmcv_custom.cli import UserError, run_cli
+
+def main():
+    raise UserError('config file x.py does not exist')
+
+run_cli(main, 'prog.py')
+'''
+
+
+def _run(*args, env=None):
+    import os
+    return subprocess.run([sys.executable, '-c', PROGRAM, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_user_error_is_one_line_and_exit_status_1():
+    result = _run()
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ['prog.py: error: config file x.py does not exist']
+
+
+@pytest.mark.parametrize('args, env', [(['--debug'], None), ([], {'INTERNIMAGE_DEBUG': '1'})])
+def test_debug_shows_the_traceback(args, env):
+    result = _run(*args, env=env)
+    assert result.returncode == 1
+    assert 'Traceback (most recent call last)' in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == 'mmcv_custom.cli.UserError: config file x.py does not exist'
+
+
+def test_other_exceptions_keep_their_traceback():
+    def main():
+        raise ZeroDivisionError('a bug')
+    with pytest.raises(ZeroDivisionError):
+        run_cli(main, 'prog.py')
+
+
+def test_error_raised_in_a_data_loader_worker_keeps_its_message():
+    """torch re-raises a worker's exception with the worker's traceback as its message: the last line is ours."""
+    message = ('Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call '
+               'last):\n  File "x.py", line 1, in f\nmmdet_custom.datasets.pipelines.UnreadableImageError: image file '
+               'a.jpg cannot be read or decoded (no image decoded)\n')
+    assert error_line(UserError(message)) == 'image file a.jpg cannot be read or decoded (no image decoded)'
