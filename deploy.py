@@ -85,7 +85,7 @@ def import_stack() -> None:
     """Compatibility patches (mmdeploy side; the mmcv side came with the stack check), InternImage registrations."""
     import mmdet_custom  # noqa: F401  (registers InternImage and the DINO family)
     from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
-    apply_mmdeploy_patches()   # MMUserError (a UserError) names the fix in one line
+    apply_mmdeploy_patches()   # MMDeployError (a UserError) names the fix in one line
 
 
 def load_configs(deploy_cfg_path: str, model_cfg_path: str):

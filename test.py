@@ -1,7 +1,10 @@
 """Test (and evaluate) a detector: the original's test.py (mmdet 2.28 tools/test.py) with the InternImage plugin,
 
-plus distributed testing without CUDA (gloo), SyncBN converted to BN in single-process runs, and one-line errors
-for a bad config or checkpoint, missing/empty annotation files, missing or undecodable images.
+plus distributed testing without CUDA (gloo), SyncBN converted to BN in single-process runs, one-line errors
+(``mmcv_custom.cli``) for a bad config, a truncated checkpoint or one of another model (``--allow-partial-checkpoint``
+to load it anyway), ``--eval`` metrics the dataset cannot compute (checked before anything is built), unwritable
+output folders, missing/empty annotation files, missing or undecodable images; and ``--plot-dir`` for per-class AP
+and precision-recall pictures of the COCO evaluation.
 
     python test.py CONFIG CHECKPOINT --eval bbox segm [--out results.pkl] [--show-dir DIR] [--work-dir DIR]
 """

@@ -1,12 +1,17 @@
 """Train a detector: mmdet 2.28's tools/train.py with the InternImage plugin, the original's arguments, and
 
-* checkpoints written atomically (``AtomicCheckpointHook``), so ``--auto-resume`` always finds a complete one;
+* checkpoints written atomically (``AtomicCheckpointHook``), so ``--auto-resume`` always finds a complete one and a
+  full disk leaves the previous checkpoint intact;
 * distributed training also without CUDA (gloo process group on the CPU);
 * SyncBN converted to BN in single-process runs (the Cascade configs use SyncBN in their heads);
-* one-line errors for a bad config, a config field of the wrong type, missing/empty annotation files and missing
-  images; an image that cannot be decoded during training is skipped with a warning.
+* one-line errors (``mmcv_custom.cli``) for a bad config, a config field of the wrong type or an unknown ``type=``,
+  missing/empty/non-JSON annotation files, missing images, an unwritable work dir, a truncated ``--resume-from`` /
+  ``load_from`` file or a ``--resume-from`` checkpoint of another model (``--allow-partial-checkpoint`` to resume
+  anyway); an image that cannot be decoded during training is skipped with a warning;
+* pictures of the run in the work dir (``loss_lr.png``, ``val_map.png``; ``TrainingCurvesHook``) and TensorBoard
+  event files with ``--cfg-options log_config.tensorboard=True``.
 
-    python train.py CONFIG [--work-dir DIR] [--resume-from CKPT | --auto-resume] [--cfg-options k=v ...]
+    python train.py CONFIG [--work-dir DIR] [--resume-from CKPT | --auto-resume] [--cfg-options k=v ...] [--debug]
 """
 from __future__ import annotations
 

@@ -95,12 +95,15 @@ def registered_type_names() -> set[str]:
     names = {name for name in dir(mmcv.ops) if not name.startswith('_')}
     seen: set[int] = set()
     for module in list(sys.modules.values()):
-        for value in list(getattr(module, '__dict__', {}).values()):
+        try:
+            values = list(vars(module).values())
+        except TypeError:  # not a module object (some packages put proxies into sys.modules)
+            continue
+        for value in values:
+            # every registry lives in some module, children (mmdet's MODELS under mmcv's) included
             if isinstance(value, Registry) and id(value) not in seen:
                 seen.add(id(value))
                 names.update(value.module_dict)
-                for child in value.children.values():
-                    names.update(child.module_dict)
     return names
 
 
