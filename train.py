@@ -119,7 +119,7 @@ def use_training_curves(cfg) -> None:
     """Pictures of the run in the work dir (``loss_lr.png``, ``val_map.png``): ``TrainingCurvesHook``."""
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(hook.get('type') == 'TrainingCurvesHook' for hook in hooks):
-        cfg.custom_hooks = hooks + [dict(type='TrainingCurvesHook')]
+        cfg.custom_hooks = hooks + [dict(type='TrainingCurvesHook', priority='VERY_LOW')]  # after the loggers
 
 
 def use_tensorboard(cfg) -> None:

@@ -25,7 +25,11 @@ VAL_MAP_PNG = 'val_map.png'
 
 def read_json_log(path: str) -> tuple[list[dict], list[dict]]:
     """(training entries, validation entries) of an mmcv json log; lines that are not JSON objects are skipped
-    (a run killed mid-write leaves a partial last line)."""
+    (a run killed mid-write leaves a partial last line).
+
+    A validation entry's ``iter`` is the number of evaluated images, not the training iteration, so each validation
+    entry gets ``train_entries_before``: how many training entries precede it (the evaluation ran after the last of
+    them; mmcv writes the training log of the iteration before evaluating)."""
     train, val = [], []
     with open(path) as f:
         for line in f:
@@ -38,7 +42,7 @@ def read_json_log(path: str) -> tuple[list[dict], list[dict]]:
             if entry.get('mode') == 'train':
                 train.append(entry)
             elif entry.get('mode') == 'val':
-                val.append(entry)
+                val.append({**entry, 'train_entries_before': len(train)})
     return train, val
 
 
@@ -102,20 +106,28 @@ def plot_loss_lr(train_entries: Sequence[dict], out_file: str, title: str = '') 
     return out_file
 
 
-def plot_val_map(val_entries: Sequence[dict], out_file: str, by_epoch: bool, title: str = '') -> str:
-    """Each mAP metric of the validation entries over iterations (or epochs); returns ``out_file``."""
+def val_steps(train_entries: Sequence[dict], val_entries: Sequence[dict]) -> list[int]:
+    """The training iteration at which each validation entry was evaluated (see :func:`read_json_log`)."""
+    steps = global_iterations(train_entries)
+    return [steps[e['train_entries_before'] - 1] if e.get('train_entries_before') else 0 for e in val_entries]
+
+
+def plot_val_map(val_entries: Sequence[dict], out_file: str, steps: Sequence[int] | None = None,
+                 title: str = '') -> str:
+    """Each mAP metric of the validation entries over the training iterations ``steps`` (one per entry), or over
+    epochs when ``steps`` is None; returns ``out_file``."""
     keys = map_keys(val_entries)
     if not keys:
         raise ValueError('no mAP in the validation entries')
-    x_key = 'epoch' if by_epoch else 'iter'
+    xs = [e.get('epoch', 0) for e in val_entries] if steps is None else list(steps)
     figure = _figure(1)
     axes = figure.subplots(1, 1)
     for key in keys:
-        points = [(e[x_key], e[key]) for e in val_entries if key in e and x_key in e]
+        points = [(x, e[key]) for x, e in zip(xs, val_entries) if key in e]
         axes.plot([p[0] for p in points], [p[1] for p in points], marker='o', label=key)
         if points:
             axes.annotate(f'{points[-1][1]:.3f}', points[-1], textcoords='offset points', xytext=(4, 4), fontsize=8)
-    axes.set_xlabel(x_key)
+    axes.set_xlabel('epoch' if steps is None else 'iteration')
     axes.set_ylabel('mAP')
     axes.set_ylim(0, 1)
     axes.set_title(title or 'validation mAP')
@@ -137,17 +149,17 @@ def write_training_curves(json_log: str, out_dir: str | None = None) -> list[str
     if train:
         written.append(plot_loss_lr(train, osp.join(out_dir, LOSS_LR_PNG), title=f'{name}: loss and lr'))
     if map_keys(val):
-        by_epoch = len({int(e.get('epoch', 1)) for e in train}) > 1
-        written.append(plot_val_map(val, osp.join(out_dir, VAL_MAP_PNG), by_epoch, title=f'{name}: validation mAP'))
+        by_epoch = len({int(e.get('epoch', 1)) for e in train}) > 1   # epoch-based runs evaluate per epoch
+        steps = None if by_epoch else val_steps(train, val)
+        written.append(plot_val_map(val, osp.join(out_dir, VAL_MAP_PNG), steps, title=f'{name}: validation mAP'))
     return written
 
 
 @HOOKS.register_module()
 class TrainingCurvesHook(Hook):
     """Write ``loss_lr.png`` / ``val_map.png`` into the work dir after every evaluation and at the end of the run
-    (rank 0 only). Lowest priority: it runs after the logger hooks have written the json log."""
-
-    priority = 'VERY_LOW'
+    (rank 0 only). Register it with ``priority='VERY_LOW'`` (as ``train.py`` does), so that it runs after the logger
+    hooks have written the json log."""
 
     def _json_log(self, runner) -> str | None:
         path = osp.join(runner.work_dir, f'{runner.timestamp}.log.json')

@@ -21,6 +21,7 @@ import os.path as osp
 import random
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from numbers import Real
 
@@ -87,34 +88,42 @@ def check_config_types(cfg, field_types: dict[str, tuple[type, ...]] | None = No
 
 def registered_type_names() -> set[str]:
     """Every name registered in an mmcv ``Registry`` of the imported modules (mmcv, mmdet and this plugin), plus the
-    ``mmcv.ops`` classes and functions that mmdet looks up by name (``roi_layer=dict(type='RoIAlign')``,
-    ``nms=dict(type='nms')``)."""
+    names looked up without a registry: the ``mmcv.ops`` classes and functions mmdet finds by name
+    (``roi_layer=dict(type='RoIAlign')``, ``nms=dict(type='nms')``) and DINO's ``dn_cfg`` generators."""
     import mmcv.ops
     from mmcv.utils import Registry
 
-    names = {name for name in dir(mmcv.ops) if not name.startswith('_')}
+    from mmdet_custom.models.utils.query_denoising import DN_GENERATORS
+
+    names = {name for name in dir(mmcv.ops) if not name.startswith('_')} | set(DN_GENERATORS)
     seen: set[int] = set()
-    for module in list(sys.modules.values()):
-        try:
-            values = list(vars(module).values())
-        except TypeError:  # not a module object (some packages put proxies into sys.modules)
-            continue
-        for value in values:
-            # every registry lives in some module, children (mmdet's MODELS under mmcv's) included
-            if isinstance(value, Registry) and id(value) not in seen:
-                seen.add(id(value))
-                names.update(value.module_dict)
+    with warnings.catch_warnings():   # isinstance() on deprecated module attributes (torch's) warns
+        warnings.simplefilter('ignore')
+        for module in list(sys.modules.values()):
+            try:
+                values = list(vars(module).values())
+            except TypeError:  # not a module object (some packages put proxies into sys.modules)
+                continue
+            for value in values:
+                # every registry lives in some module, children (mmdet's MODELS under mmcv's) included
+                if isinstance(value, Registry) and id(value) not in seen:
+                    seen.add(id(value))
+                    names.update(value.module_dict)
     return names
+
+
+# Config keys whose contents are never built (accepted and unused, as in the original: docs/deviations.md).
+UNBUILT_KEYS = ('snip_cfg', 'fed_loss_cfg')
 
 
 def _type_fields(node, path: str) -> Iterator[tuple[str, str]]:
     """(dotted path, value) of every ``type`` string in a config tree. Albumentations' own transform names inside
-    ``Albu(transforms=...)`` are not registry names and are left out."""
+    ``Albu(transforms=...)`` are not registry names and are left out, as are the unbuilt ``UNBUILT_KEYS``."""
     if isinstance(node, dict):
         if isinstance(node.get('type'), str):
             yield f'{path}.type' if path else 'type', node['type']
         for key, value in node.items():
-            if key == 'transforms' and node.get('type') == 'Albu':
+            if key in UNBUILT_KEYS or (key == 'transforms' and node.get('type') == 'Albu'):
                 continue
             yield from _type_fields(value, f'{path}.{key}' if path else str(key))
     elif isinstance(node, (list, tuple)):

@@ -99,7 +99,8 @@ def test_wrapped_state_dict_loads_and_partial_load_is_opt_in(tmp_path):
 
     partial = tmp_path / 'partial.pth'
     torch.save({'body.weight': torch.ones(2, 3)}, partial)
-    with pytest.raises(UserError, match=r'3 missing \(e.g. body.bias, head.bias, head.weight\)$'):
+    with pytest.raises(UserError, match=r'3 missing \(e.g. body.bias, head.bias, head.weight\); pass '
+                                        r'--allow-partial-checkpoint to load the matching tensors only$'):
         load_checkpoint_checked(_Tiny(), str(partial), 'the model of x.py')
     target = _Tiny()
     load_checkpoint_checked(target, str(partial), 'the model of x.py', allow_partial=True)

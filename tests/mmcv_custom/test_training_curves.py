@@ -13,6 +13,7 @@ from mmcv_custom.training_curves import (
     global_iterations,
     map_keys,
     read_json_log,
+    val_steps,
     write_training_curves,
 )
 
@@ -31,8 +32,8 @@ def _iter_log(tmp_path, with_val=True):
     for it in (10, 20, 30, 40):
         entries.append(dict(mode='train', epoch=1, iter=it, lr=1e-3 * it / 40, loss=2.0 - it / 40,
                             loss_cls=1.0 - it / 80, loss_bbox=1.0 - it / 80, time=0.3))
-        if with_val and it in (20, 40):
-            entries.append(dict(mode='val', epoch=1, iter=it, lr=1e-3, bbox_mAP=it / 100, bbox_mAP_50=it / 50,
+        if with_val and it in (20, 40):   # mmcv logs the number of evaluated images as a val entry's 'iter'
+            entries.append(dict(mode='val', epoch=1, iter=6, lr=1e-3, bbox_mAP=it / 100, bbox_mAP_50=it / 50,
                                 segm_mAP=it / 120))
     return _write_log(tmp_path / '20260101_000000.log.json', entries, broken_tail=True)
 
@@ -42,6 +43,7 @@ def test_read_json_log_splits_modes_and_skips_broken_lines(tmp_path):
     assert [e['iter'] for e in train] == [10, 20, 30, 40]
     assert [e['bbox_mAP'] for e in val] == [0.2, 0.4]
     assert map_keys(val) == ['bbox_mAP', 'segm_mAP']   # not AP50
+    assert val_steps(train, val) == [20, 40]   # evaluated after the 2nd and the 4th logged iteration
     assert map_keys([dict(mode='val', mAP=0.5, AP50=0.7)]) == ['mAP']   # VOC
 
 
@@ -76,4 +78,4 @@ def test_plot_functions_refuse_empty_input(tmp_path):
     with pytest.raises(ValueError, match='no training entries'):
         plot_loss_lr([], str(tmp_path / 'a.png'))
     with pytest.raises(ValueError, match='no mAP'):
-        plot_val_map([dict(mode='val', iter=1, AP50=0.3)], str(tmp_path / 'b.png'), by_epoch=False)
+        plot_val_map([dict(mode='val', iter=1, AP50=0.3)], str(tmp_path / 'b.png'), steps=[1])

@@ -14,7 +14,11 @@ import get_flops
 def test_image_demo_writes_a_picture_with_detections(helpers, trained_run, shapes_data, tmp_path):
     image = shapes_data / 'val' / 'val_00001.jpg'
     out_file = tmp_path / 'picture.jpg'
-    result = helpers.run_script(['image_demo.py', str(image), helpers.demo_config, str(trained_run / 'latest.pth'),
+    # image_demo.py takes no --cfg-options: the trained run's model (depths [1, 1, 1, 1]) is a config file
+    config = tmp_path / 'trained_model.py'
+    config.write_text(f'_base_ = [{str(helpers.repo / helpers.demo_config)!r}]\n'
+                      'model = dict(backbone=dict(depths=[1, 1, 1, 1]))\n')
+    result = helpers.run_script(['image_demo.py', str(image), str(config), str(trained_run / 'latest.pth'),
                                  '--out-file', str(out_file), '--score-thr', '0.0', '--device', 'cpu'])
     picture = cv2.imread(str(out_file))
     original = cv2.imread(str(image))
@@ -23,7 +27,7 @@ def test_image_demo_writes_a_picture_with_detections(helpers, trained_run, shape
     assert 'detections with score >= 0.0 drawn to' in result.stdout
 
     # the original's form: --out is a folder, the picture keeps the image name
-    helpers.run_script(['image_demo.py', str(image), helpers.demo_config, str(trained_run / 'latest.pth'),
+    helpers.run_script(['image_demo.py', str(image), str(config), str(trained_run / 'latest.pth'),
                         '--out', str(tmp_path / 'demo'), '--device', 'cuda:0'])  # falls back to the CPU
     assert (tmp_path / 'demo' / 'val_00001.jpg').exists()
 
