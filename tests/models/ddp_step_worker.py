@@ -23,6 +23,7 @@ def main() -> int:
     dist.init_process_group('nccl')
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(rank)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare full float32
     device = torch.device('cuda', rank)
     model = randomised_t(seed=0).to(device)  # the same weights on every rank
     images = torch.randn(2 * world, 3, 64, 96, generator=torch.Generator().manual_seed(1)).to(device)

@@ -23,6 +23,16 @@ from tests.ops_dcnv3.dcnv3_cases import cuda_kernel_skip_reason
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(cuda_kernel_skip_reason() is not None,
                                                   reason=str(cuda_kernel_skip_reason()))]
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Full float32 convolutions and matmuls on the GPU (cuDNN defaults to TF32 convolutions on Ampere+), so that
+    CUDA and CPU results differ by rounding order only."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 SMALL_T = dict(depths=[1, 1, 1, 1], drop_path_rate=0.0)  # T's widths and groups, one block per stage
 
 
