@@ -55,7 +55,11 @@ if torch.cuda.is_available():
 else:
     print('no CUDA device visible')
 for name in ('timm', 'pytest', 'numpy', 'setuptools', 'mmcv', 'mmdet'):
-    print(name, 'present' if importlib.util.find_spec(name) else 'absent')
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder refusing the name counts as absent
+        found = False
+    print(name, 'present' if found else 'absent')
 EOF
 echo "ninja $(command -v ninja >/dev/null && ninja --version || echo absent)" >> "$RESULTS/environment.log"
 say "gpu_check: $(head -n 1 "$RESULTS/environment.log"); $(grep -c '^cuda:' "$RESULTS/environment.log") GPU(s);" \
