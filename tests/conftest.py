@@ -1,5 +1,10 @@
 """Shared test settings: deterministic, small, CPU-only."""
+from __future__ import annotations
+
+import functools
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,3 +49,32 @@ def compiled_core_calls(monkeypatch) -> list:
 
     monkeypatch.setattr(dcnv3_module, 'DCNv3Function', CountingFunction)
     return calls
+
+
+@functools.lru_cache(maxsize=1)
+def _slurm_unavailable() -> str | None:
+    """Why no Slurm controller can run the `slurm` tests, or None when `scontrol ping` finds one UP."""
+    if shutil.which('scontrol') is None:
+        return 'scontrol is not installed'
+    try:
+        result = subprocess.run(['scontrol', 'ping'], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f'`scontrol ping` failed ({error})'
+    if result.returncode != 0 or ' is UP' not in result.stdout:
+        answer = (result.stdout + result.stderr).strip().splitlines()
+        return f'no Slurm controller answers `scontrol ping` ({answer[-1] if answer else result.returncode})'
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """`slurm` tests skip without a controller, but fail when REQUIRE_SLURM=1 (CI starts one: .ci/run)."""
+    if item.get_closest_marker('slurm') is None:
+        return
+    problem = _slurm_unavailable()
+    if problem is None:
+        return
+    hint = 'start one with `sudo bash tools/ci/slurm_up.sh`'
+    if os.environ.get('REQUIRE_SLURM') == '1':
+        pytest.fail(f'REQUIRE_SLURM=1 but {problem}; {hint}', pytrace=False)
+    pytest.skip(f'{problem}; {hint}')

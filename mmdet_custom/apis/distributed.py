@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import subprocess
 
 import torch
@@ -17,11 +19,42 @@ from mmcv_custom.cli import UserError
 
 
 def _slurm_master_addr() -> str:
-    node_list = os.environ['SLURM_NODELIST']
-    try:
-        return subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1').strip() or '127.0.0.1'
-    except OSError:
-        return '127.0.0.1'
+    """The host of the job step's task 0 (the first host of its node list), for the tasks' process group.
+
+    ``scontrol show hostnames`` expands the node list, as mmcv's slurm launcher does. Without a working
+    ``scontrol`` (a container with only the job's environment) the first host is read from the list itself:
+    Slurm's hostlist syntax is comma-separated names with bracketed ranges ("gpu-a[07-09,12],gpu-b3" starts with
+    "gpu-a07"), so it is the first name with each bracket replaced by its first value. A MASTER_ADDR set by the user
+    wins; no node list at all is a one-line error.
+    """
+    if os.environ.get('MASTER_ADDR'):
+        return os.environ['MASTER_ADDR']
+    node_list = next((os.environ[name] for name in ('SLURM_STEP_NODELIST', 'SLURM_NODELIST', 'SLURM_JOB_NODELIST')
+                      if os.environ.get(name)), None)
+    if node_list is None:
+        raise UserError('--launcher slurm: SLURM_NODELIST is not set (start the job with srun, e.g. with '
+                        'slurm_train.sh, or set MASTER_ADDR)')
+    scontrol = shutil.which('scontrol')
+    if scontrol is not None:
+        try:
+            result = subprocess.run([scontrol, 'show', 'hostnames', node_list], capture_output=True, text=True,
+                                    timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            result = None
+        hosts = result.stdout.split() if result is not None and result.returncode == 0 else []
+        if hosts:
+            return hosts[0]
+    depth, first_entry = 0, node_list
+    for position, char in enumerate(node_list):
+        depth += {'[': 1, ']': -1}.get(char, 0)
+        if char == ',' and depth == 0:
+            first_entry = node_list[:position]
+            break
+    first_host = re.sub(r'\[([^\]]*)\]', lambda match: re.split(r'[,-]', match.group(1))[0], first_entry).strip()
+    if not first_host or any(char in first_host for char in '[] '):
+        raise UserError(f'--launcher slurm: cannot read the first host of the node list {node_list!r} '
+                        '(scontrol not found); set MASTER_ADDR')
+    return first_host
 
 
 def init_distributed(launcher: str, dist_params: dict | None, logger: logging.Logger | None = None) -> str:

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -88,16 +87,6 @@ def test_deterministic_seed_gives_identical_losses(trained_run, shapes_data, hel
     assert [[e[k] for k in loss_keys] for e in first] == [[e[k] for k in loss_keys] for e in second]
 
 
-def _wait_for(path, process, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f'training ended before {path.name} appeared:\n{process.stderr.read()[-3000:]}')
-        if time.time() > deadline:
-            raise AssertionError(f'{path.name} did not appear within {timeout}s')
-        time.sleep(0.2)
-
-
 def test_sigkill_then_auto_resume_completes_the_run(shapes_data, helpers, tmp_path):
     max_iters = 8
     options = helpers.tiny_cfg_options(shapes_data, max_iters=max_iters, checkpoint_interval=2)
@@ -106,7 +95,7 @@ def test_sigkill_then_auto_resume_completes_the_run(shapes_data, helpers, tmp_pa
     process = subprocess.Popen(command, cwd=helpers.repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
     try:
-        _wait_for(tmp_path / 'iter_4.pth', process, timeout=240)
+        helpers.wait_for_file(tmp_path / 'iter_4.pth', process, timeout=240)
         process.send_signal(signal.SIGKILL)  # mid-run: iterations 5.. are lost
         process.wait(timeout=30)
     finally:
