@@ -184,7 +184,7 @@ def test_a_failing_rank_ends_the_whole_step(shapes_data, partition, helpers, tmp
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_auto_resume_continues_a_cancelled_job_from_its_last_checkpoint(shapes_data, partition, helpers, tmp_path):
-    max_iters = 16  # enough left after iter_2.pth for the cancellation to land mid-run
+    max_iters = 10  # enough left after iter_2.pth for the cancellation to land mid-run
     job = f'{JOB_PREFIX}-resume'
     work_dir = tmp_path / 'work_dir'
     command = ['sh', 'slurm_train.sh', partition, job, helpers.demo_config, str(work_dir), '--seed', '0',
