@@ -173,7 +173,7 @@ def test_a_failing_rank_ends_the_whole_step(shapes_data, partition, helpers, tmp
     result = helpers.run_script(['sh', 'slurm_train.sh', partition, f'{JOB_PREFIX}-fail', helpers.demo_config,
                                  str(work_dir), '--no-validate', '--cfg-options',
                                  *helpers.tiny_cfg_options(shapes_data)],
-                                env=slurm_env(helpers, PYTHON=str(python)), check=False, timeout=240)
+                                env=slurm_env(helpers, PYTHON=str(python)), check=False, timeout=150)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert 'rank 1: planted failure' in output
