@@ -62,7 +62,7 @@ def _slurm_unavailable() -> str | None:
         return f'`scontrol ping` failed ({error})'
     if result.returncode != 0 or ' is UP' not in result.stdout:
         answer = (result.stdout + result.stderr).strip().splitlines()
-        return f'no Slurm controller answers `scontrol ping` ({answer[-1] if answer else result.returncode})'
+        return f'no Slurm controller answers `scontrol ping` ({answer[0] if answer else result.returncode})'
     return None
 
 
