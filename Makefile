@@ -17,6 +17,7 @@ DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
+	bash tools/install/build_op.sh $(PY) ops_roialign
 	@$(PY) -c "import mmcv_custom, mmdet_custom, ops_dcnv3; \
 	print('[setup] stack OK: torch', __import__('torch').__version__, '| mmcv-full', __import__('mmcv').__version__, \
 	'| mmdet', __import__('mmdet').__version__, '| DCNv3 extension:', ops_dcnv3.extension_available())"

@@ -11,6 +11,10 @@ from .torch_compat import apply_patches
 check_stack()
 apply_patches()
 
+from .roi_align_cpu import patch_mmcv_roi_align_cpu  # noqa: E402
+
+patch_mmcv_roi_align_cpu()   # multi-threaded CPU RoIAlign, where ops_roialign is built
+
 # Registered components (each import registers into mmcv/mmdet registries).
 from .checkpoint_hook import AtomicCheckpointHook  # noqa: E402
 from .custom_layer_decay_optimizer_constructor import CustomLayerDecayOptimizerConstructor  # noqa: E402
