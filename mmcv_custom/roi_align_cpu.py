@@ -12,6 +12,7 @@ kernel (e.g. to measure the difference).
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -49,9 +50,9 @@ def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
 
     ``enable=None``: install unless ``INTERNIMAGE_MMCV_ROI_ALIGN=1``. Without the compiled kernel nothing changes.
     """
-    from mmcv.ops import roi_align as mmcv_roi_align
-
     from ops_roialign import load_extension
+
+    mmcv_roi_align = _mmcv_roi_align_module()
 
     if enable is None:
         enable = os.environ.get(OPT_OUT_VARIABLE, '0') in ('', '0')
@@ -69,6 +70,10 @@ def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
     return True
 
 
+def _mmcv_roi_align_module():
+    # The module itself: ``from mmcv.ops import roi_align`` gives the function of the same name.
+    return importlib.import_module('mmcv.ops.roi_align')
+
+
 def roi_align_kernel_installed() -> bool:
-    from mmcv.ops import roi_align as mmcv_roi_align
-    return isinstance(mmcv_roi_align.ext_module, _RoIAlignDispatch)
+    return isinstance(_mmcv_roi_align_module().ext_module, _RoIAlignDispatch)

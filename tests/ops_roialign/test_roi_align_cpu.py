@@ -65,7 +65,9 @@ def test_equals_mmcv_kernel(dtype, pool_mode, aligned, sampling_ratio, load):
     features = torch.randn(batch, 5, height, width, generator=generator, dtype=dtype)
     rois = _rois(num_rois, height, width, 0.25, batch, generator).to(dtype)
     if load == 'few_rois':
-        rois[:, 3:] = rois[:, 1:3] + torch.tensor([6.0, 9.0], dtype=dtype)   # small boxes: one sample per bin
+        # small boxes (one sample per bin), one inside the map and one across its bottom-right border
+        rois[:, 1:3] = torch.tensor([[20.0, 30.0], [276.0, 236.0]], dtype=dtype)
+        rois[:, 3:] = rois[:, 1:3] + torch.tensor([6.0, 9.0], dtype=dtype)
     if not aligned:
         rois[0, 3:] = rois[0, 1:3] + 0.2                  # below one pixel: the legacy mode widens it to 1
     grad_output = torch.randn(num_rois, 5, 7, 6, generator=generator, dtype=dtype)
