@@ -10,7 +10,11 @@ it is) -> the backend's and PyTorch's results drawn on the test image(s) (``outp
 DCNv3 is exported through the standard ``GridSample`` operator (the deploy configs use opset 16), so no ONNX file holds
 a custom DCNv3 node: with the ONNX Runtime deploy configs the file has standard operators only and runs in a stock
 ``onnxruntime`` (CPU); with the TensorRT config it needs no DCNv3 plugin (mmdeploy's own NMS / RoIAlign / top-k
-TensorRT plugins remain, as upstream).
+TensorRT plugins remain, as upstream). The DINO family exports too (boxes-only deploy configs under
+deploy/configs/mmdet/detection/): its deformable attention becomes GridSample as well, through the rewriters of
+``mmdet_custom.deploy``, so a DINO graph holds standard operators only, for every backend. A deploy config may
+choose ONNX's ``DeformConv`` (opset 19) for DCNv3 instead (``dcnv3_onnx_op = 'DeformConv'``; the ``*_deformconv.py``
+configs): faster in ONNX Runtime, not run by TensorRT or OpenVINO.
 
 Differences from upstream's script (mmdeploy's tools/deploy.py plus the plugin imports):
 * every step runs in this process (upstream spawns one process per step): the torch-2.x patches of mmdeploy
@@ -86,6 +90,8 @@ def import_stack() -> None:
     import mmdet_custom  # noqa: F401  (registers InternImage and the DINO family)
     from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
     apply_mmdeploy_patches()   # MMDeployError (a UserError) names the fix in one line
+    from mmdet_custom.deploy import apply_export_rewriters
+    apply_export_rewriters()   # DINO / CB-DINO (mmdeploy 0.14 has no rewriters for them), DCNv3 as DeformConv
 
 
 def load_configs(deploy_cfg_path: str, model_cfg_path: str):
@@ -108,6 +114,11 @@ def load_configs(deploy_cfg_path: str, model_cfg_path: str):
     if ir_config.get('type') != 'onnx':
         raise UserError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
                           'representation; this deploy.py exports ONNX only')
+    from mmdet_custom.deploy import chosen_op
+    try:
+        chosen_op(deploy_cfg)
+    except ValueError as error:
+        raise UserError(f'deploy_cfg: {deploy_cfg_path}: {error}') from None
     return deploy_cfg, model_cfg
 
 

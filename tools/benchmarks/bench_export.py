@@ -1,20 +1,34 @@
-"""Mask R-CNN InternImage-T at 800x1333 on the CPU: ONNX Runtime against PyTorch eager, measured in the same run.
+"""InternImage-T detectors at 800x1333 on the CPU: ONNX Runtime against PyTorch eager, measured in the same run.
 
-The model is exported once with mmdeploy (deploy/configs/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py,
-opset 16, DCNv3 as GridSample), random weights. Every variant gets the same pre-processed 800x1344 input (an
-800x1333 image, padded to a multiple of 32) and keeps 100 detections (score threshold 0, so the mask head always
-runs on 100 RoIs, as a trained model's dense scenes do):
+``--model mask_rcnn`` (default): Mask R-CNN InternImage-T exported once with mmdeploy
+(deploy/configs/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py, opset 16, DCNv3 as GridSample).
+``--model dino``: DINO-4scale InternImage-T (configs/coco/dino_4scale_internimage_t_1x_coco_layer_wise_lr.py)
+exported with deploy/configs/mmdet/detection/detection_onnxruntime_dynamic.py (its deformable attention as
+GridSample too, through mmdet_custom.deploy's rewriters). Random weights. Every variant gets the same
+pre-processed 800x1344 input (an 800x1333 image, padded to a multiple of 32) and keeps 100 detections (Mask R-CNN:
+score threshold 0, so the mask head always runs on 100 RoIs, as a trained model's dense scenes do; DINO: the top
+100 of its 900 queries):
 
   onnxruntime       a stock ONNX Runtime CPU session on end2end.onnx (graph optimisations on)
   pytorch_end2end   the same end-to-end computation in PyTorch eager (mmdeploy's rewritten heads, 28x28 masks;
                     DCNv3 on the compiled CPU kernel): the like-for-like comparison
   pytorch_mmdet     mmdet's own inference (``model(return_loss=False, rescale=True)``: masks pasted at image size),
-                    what test.py runs
+                    what test.py runs (RoIAlign on the multi-threaded CPU kernel of ops_roialign where built)
+  mmdet_mmcv_roialign  (Mask R-CNN, where ops_roialign is built) the same on mmcv's single-threaded RoIAlign
 
 Latency: median of interleaved repeats (the variants take turns, so a change in machine load hits all of them);
 ratios are PyTorch time / ONNX Runtime time (> 1: ONNX Runtime is faster). Both use the same number of threads.
 
-usage: python tools/benchmarks/bench_export.py [--repeats 3] [--threads 2] [--size 800 1333] [--work-dir DIR]
+Efficiency: ``detector GFLOPs / latency`` divided by the GFLOP/s of a large float32 matmul measured in the same
+process with the same threads (before and after the timed runs; the better of the two). The detector's GFLOPs are
+get_flops.py's count at the input size (forward_dummy: 1000 proposals and the masks of 100 RoIs for Mask R-CNN; for
+DINO the deformable attention's sampling is not counted), which, like the original's tables, counts a multiply-add
+as one FLOP, while the matmul counts 2 per multiply-add (its usual GFLOP/s): the ratio as the issue defines it.
+
+``--dcnv3-op DeformConv`` exports DCNv3 as ONNX's DeformConv (opset 19) instead of GridSample (opset 16).
+
+usage: python tools/benchmarks/bench_export.py [--model mask_rcnn|dino] [--dcnv3-op GridSample|DeformConv]
+                                               [--repeats 3] [--threads 2] [--size 800 1333] [--work-dir DIR]
 """
 from __future__ import annotations
 
@@ -31,8 +45,22 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 DEPLOY_CFG = osp.join(ROOT, 'deploy', 'configs', 'mmdet', 'instance-seg', 'instance-seg_onnxruntime_dynamic.py')
+DINO_DEPLOY_CFG = osp.join(ROOT, 'deploy', 'configs', 'mmdet', 'detection', 'detection_onnxruntime_dynamic.py')
 REPO_MODEL_CFG = osp.join(ROOT, 'configs', 'coco', 'mask_rcnn_internimage_t_fpn_1x_coco.py')
+DINO_MODEL_CFG = osp.join(ROOT, 'configs', 'coco', 'dino_4scale_internimage_t_1x_coco_layer_wise_lr.py')
 MAX_DETECTIONS = 100
+MATMUL_SIZE = 2048
+TEST_PIPELINE = '''
+img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='MultiScaleFlipAug', img_scale=({width}, {height}), flip=False,
+         transforms=[dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'),
+                     dict(type='Normalize', **img_norm_cfg), dict(type='Pad', size_divisor=32),
+                     dict(type='ImageToTensor', keys=['img']), dict(type='Collect', keys=['img'])])
+]
+data = dict(test=dict(pipeline=test_pipeline))
+'''
 
 
 def write_configs(work_dir: str, height: int, width: int) -> tuple[str, str]:
@@ -55,16 +83,7 @@ model = dict(
         offset_scale=1.0, post_norm=False, with_cp=False, out_indices=(0, 1, 2, 3), init_cfg=None),
     neck=dict(in_channels=[64, 128, 256, 512]),
     test_cfg=dict(rcnn=dict(score_thr=0.0, max_per_img={MAX_DETECTIONS})))
-img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='MultiScaleFlipAug', img_scale=({width}, {height}), flip=False,
-         transforms=[dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'),
-                     dict(type='Normalize', **img_norm_cfg), dict(type='Pad', size_divisor=32),
-                     dict(type='ImageToTensor', keys=['img']), dict(type='Collect', keys=['img'])])
-]
-data = dict(test=dict(pipeline=test_pipeline))
-''')
+''' + TEST_PIPELINE.format(height=height, width=width))
     deploy_cfg = osp.join(work_dir, 'deploy_bench.py')
     with open(deploy_cfg, 'w') as file:
         file.write(f'_base_ = [{DEPLOY_CFG!r}]\n'
@@ -72,8 +91,57 @@ data = dict(test=dict(pipeline=test_pipeline))
     return model_cfg, deploy_cfg
 
 
+def choose_dcnv3_op(work_dir: str, deploy_cfg: str, dcnv3_op: str) -> str:
+    """The deploy config, with DCNv3 exported as ONNX DeformConv (opset 19) if asked."""
+    if dcnv3_op == 'GridSample':
+        return deploy_cfg
+    path = osp.join(work_dir, 'deploy_bench_deformconv.py')
+    with open(path, 'w') as file:
+        file.write(f"_base_ = [{deploy_cfg!r}]\nonnx_config = dict(opset_version=19)\ndcnv3_onnx_op = 'DeformConv'\n")
+    return path
+
+
+def write_dino_configs(work_dir: str, height: int, width: int) -> tuple[str, str]:
+    """The repository's DINO-T config with random weights (no pre-trained download), no activation checkpointing (a
+    training memory saver), MAX_DETECTIONS detections; the ONNX Runtime dynamic detection deploy config."""
+    model_cfg = osp.join(work_dir, 'dino_internimage_t_bench.py')
+    with open(model_cfg, 'w') as file:
+        file.write(f'''
+_base_ = [{DINO_MODEL_CFG!r}]
+model = dict(backbone=dict(with_cp=False, init_cfg=None), test_cfg=dict(max_per_img={MAX_DETECTIONS}))
+''' + TEST_PIPELINE.format(height=height, width=width))
+    return model_cfg, DINO_DEPLOY_CFG
+
+
+def matmul_gflops(threads: int, size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """GFLOP/s (2 FLOPs per multiply-add) of a float32 (size x size) @ (size x size) matmul: best of ``repeats``."""
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)   # warm-up
+    best = float('inf')
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def detector_gflops(model_cfg, height: int, width: int) -> float:
+    """get_flops.py's count (a multiply-add is one FLOP) for a (3, height, width) input."""
+    import get_flops
+    return get_flops.count(model_cfg, height, width)['flops'] / 1e9
+
+
+def machine_load() -> str:
+    return ', '.join(f'{value:.2f}' for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', choices=('mask_rcnn', 'dino'), default='mask_rcnn')
+    parser.add_argument('--dcnv3-op', choices=('GridSample', 'DeformConv'), default='GridSample',
+                        help='ONNX operator for the DCNv3 core (DeformConv: opset 19)')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), metavar=('HEIGHT', 'WIDTH'))
@@ -89,7 +157,10 @@ def main() -> None:
     import mmcv_custom  # noqa: F401
     import mmdet_custom  # noqa: F401
     from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
+    from mmcv_custom.roi_align_cpu import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
+    from mmdet_custom.deploy import apply_export_rewriters
     apply_mmdeploy_patches()
+    apply_export_rewriters()
     from mmdeploy.apis import build_task_processor
     from mmdeploy.apis.onnx import export
     from mmdeploy.core import RewriterContext, patch_model
@@ -104,9 +175,12 @@ def main() -> None:
     work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_export_')
     os.makedirs(work_dir, exist_ok=True)
     height, width = args.size
-    model_cfg_path, deploy_cfg_path = write_configs(work_dir, height, width)
+    write = write_dino_configs if args.model == 'dino' else write_configs
+    model_cfg_path, deploy_cfg_path = write(work_dir, height, width)
+    deploy_cfg_path = choose_dcnv3_op(work_dir, deploy_cfg_path, args.dcnv3_op)
     image_path = osp.join(work_dir, 'image.jpg')
     mmcv.imwrite(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8), image_path)
+    matmul_before = matmul_gflops(args.threads)
 
     torch.manual_seed(0)
     deploy_cfg, model_cfg = load_config(deploy_cfg_path, model_cfg_path)
@@ -144,36 +218,61 @@ def main() -> None:
         return session.run(None, ort_input)
 
     def run_pytorch_end2end():
-        with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX, opset=16), torch.no_grad():
+        with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX,
+                             opset=onnx_cfg['opset_version']), torch.no_grad():
             return patched(image, img_metas=img_metas)
 
     def run_pytorch_mmdet():
         with torch.no_grad():
             return model(return_loss=False, rescale=True, **mmdet_data)
 
+    def mmdet_detections(result) -> int:
+        boxes = result[0][0] if isinstance(result[0], tuple) else result[0]   # (bbox, segm) or bbox results
+        return sum(len(per_class) for per_class in boxes)
+
+    def run_pytorch_mmdet_mmcv_roi_align():   # the same, on mmcv's single-threaded CPU RoIAlign
+        patch_mmcv_roi_align_cpu(enable=False)
+        try:
+            return run_pytorch_mmdet()
+        finally:
+            patch_mmcv_roi_align_cpu(enable=True)
+
     variants = dict(onnxruntime=run_onnxruntime, pytorch_end2end=run_pytorch_end2end,
                     pytorch_mmdet=run_pytorch_mmdet)
+    if args.model == 'mask_rcnn' and roi_align_kernel_installed():
+        variants['mmdet_mmcv_roialign'] = run_pytorch_mmdet_mmcv_roi_align
     # Kept detections (score > 0: mmdeploy's end-to-end NMS appends one all-zero padding row).
     detections = {'onnxruntime': int((run_onnxruntime()[0][..., 4] > 0).sum()),
                   'pytorch_end2end': int((run_pytorch_end2end()[0][..., 4] > 0).sum()),
-                  'pytorch_mmdet': sum(len(boxes) for boxes in run_pytorch_mmdet()[0][0])}   # warm-up runs
+                  'pytorch_mmdet': mmdet_detections(run_pytorch_mmdet())}   # warm-up runs
+    if 'mmdet_mmcv_roialign' in variants:
+        detections['mmdet_mmcv_roialign'] = mmdet_detections(run_pytorch_mmdet_mmcv_roi_align())
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, function in variants.items():
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
+    matmul = max(matmul_before, matmul_gflops(args.threads))
+    gflops = detector_gflops(model_cfg, image.shape[2], image.shape[3])
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f'Mask R-CNN InternImage-T, input 1x3x{image.shape[2]}x{image.shape[3]} (image {height}x{width}), '
-          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights')
+    title = 'DINO-4scale InternImage-T' if args.model == 'dino' else 'Mask R-CNN InternImage-T'
+    print(f'{title} (DCNv3 exported as {args.dcnv3_op}), input 1x3x{image.shape[2]}x{image.shape[3]} '
+          f'(image {height}x{width}), '
+          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights; load average {machine_load()}')
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, DCNv3 compiled kernel in PyTorch: '
-          f'{extension_available()}; ONNX export took {export_seconds:.1f} s')
+          f'{extension_available()}, multi-threaded CPU RoIAlign: {roi_align_kernel_installed()}; '
+          f'ONNX export took {export_seconds:.1f} s')
+    print(f'detector {gflops:.1f} GFLOPs (get_flops.py); float32 {MATMUL_SIZE}^3 matmul {matmul:.1f} GFLOP/s')
     for name, median in medians.items():
         print(f'  {name:16s} median {median:7.3f} s   (runs: {", ".join(f"{t:.3f}" for t in times[name])}; '
-              f'{detections[name]} detections)')
+              f'{detections[name]} detections)   efficiency {gflops / median / matmul:.3f}')
     for name in ('pytorch_end2end', 'pytorch_mmdet'):
         print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
+    if 'mmdet_mmcv_roialign' in medians:
+        print(f'  multi-threaded RoIAlign lever: mmdet inference {medians["mmdet_mmcv_roialign"]:.3f} s -> '
+              f'{medians["pytorch_mmdet"]:.3f} s ({medians["mmdet_mmcv_roialign"] / medians["pytorch_mmdet"]:.2f}x)')
 
 
 if __name__ == '__main__':

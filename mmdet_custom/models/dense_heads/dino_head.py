@@ -84,17 +84,8 @@ class DINOHead(DeformableDETRHead):
                 dn_bbox_query: Tensor | None = None, attn_mask: Tensor | None = None) -> tuple[Tensor, ...]:
         """Returns (all_cls (L, B, Q, C), all_boxes (L, B, Q, 4) normalised cxcywh, topk_score (B, K, C),
         topk_anchor (B, K, 4)); Q = dn pad size + K in training, K at test."""
-        batch_size = mlvl_feats[0].size(0)
-        input_img_h, input_img_w = img_metas[0]['batch_input_shape']
-        img_masks = mlvl_feats[0].new_ones((batch_size, input_img_h, input_img_w))
-        for img_id in range(batch_size):
-            img_h, img_w, _ = img_metas[img_id]['img_shape']
-            img_masks[img_id, :img_h, :img_w] = 0
-        mlvl_masks, mlvl_positional_encodings = [], []
-        for feat in mlvl_feats:
-            mlvl_masks.append(F.interpolate(img_masks[None], size=feat.shape[-2:]).to(torch.bool).squeeze(0))
-            mlvl_positional_encodings.append(self.positional_encoding(mlvl_masks[-1]))
-
+        mlvl_masks = self.level_padding_masks(mlvl_feats, img_metas)
+        mlvl_positional_encodings = [self.positional_encoding(mask) for mask in mlvl_masks]
         hs, inter_references, topk_score, topk_anchor = self.transformer(
             mlvl_feats, mlvl_masks, None, mlvl_positional_encodings,
             dn_label_query, dn_bbox_query, attn_mask=attn_mask,
@@ -110,6 +101,20 @@ class DINOHead(DeformableDETRHead):
             outputs_classes.append(self.cls_branches[lvl](hs[lvl]))
             outputs_coords.append((self.reg_branches[lvl](hs[lvl]) + reference).sigmoid())
         return torch.stack(outputs_classes), torch.stack(outputs_coords), topk_score, topk_anchor
+
+    @staticmethod
+    def level_padding_masks(mlvl_feats: list[Tensor], img_metas: list[dict]) -> list[Tensor]:
+        """Per level, (B, h, w) bool: True on the padding the batch added around each image (``img_shape`` inside
+        ``batch_input_shape``). A method of its own so that export (where the input is the image, unpadded) can
+        replace it."""
+        batch_size = mlvl_feats[0].size(0)
+        # mmdet's forward_test sets batch_input_shape; callers that skip it (mmdeploy's PyTorch runs) have pad_shape
+        input_img_h, input_img_w = img_metas[0].get('batch_input_shape') or img_metas[0]['pad_shape'][:2]
+        img_masks = mlvl_feats[0].new_ones((batch_size, input_img_h, input_img_w))
+        for img_id in range(batch_size):
+            img_h, img_w = img_metas[img_id]['img_shape'][:2]
+            img_masks[img_id, :img_h, :img_w] = 0
+        return [F.interpolate(img_masks[None], size=feat.shape[-2:]).to(torch.bool).squeeze(0) for feat in mlvl_feats]
 
     def forward_train(self, x: list[Tensor], img_metas: list[dict], gt_bboxes: list[Tensor],
                       gt_labels: list[Tensor] | None = None, gt_bboxes_ignore: list[Tensor] | None = None,

@@ -104,6 +104,17 @@ class DinoTransformer(DeformableDetrTransformer):
         super().init_weights()
         nn.init.normal_(self.query_embed.weight.data)
 
+    def level_spatial_shapes(self, mlvl_feats: list[Tensor]) -> Tensor:
+        """(num_levels, 2) long tensor of the levels' (h, w); checks that the levels hold enough tokens for the
+        two-stage top-k. A method of its own so that export can build it from traced shapes instead."""
+        shapes = [tuple(feat.shape[-2:]) for feat in mlvl_feats]
+        num_tokens = sum(h * w for h, w in shapes)
+        if num_tokens < self.two_stage_num_proposals:
+            raise ValueError(f'two_stage_num_proposals={self.two_stage_num_proposals} exceeds the {num_tokens} '
+                             f'encoder tokens of this input (feature maps {[list(s) for s in shapes]}); use a '
+                             'larger image or fewer proposals')
+        return torch.as_tensor(shapes, dtype=torch.long, device=mlvl_feats[0].device)
+
     def forward(self, mlvl_feats: list[Tensor], mlvl_masks: list[Tensor], query_embed: Tensor | None,
                 mlvl_pos_embeds: list[Tensor], dn_label_query: Tensor | None = None,
                 dn_bbox_query: Tensor | None = None, attn_mask: Tensor | None = None,
@@ -112,17 +123,15 @@ class DinoTransformer(DeformableDetrTransformer):
         """Returns (inter_states (L, Q, B, C), inter_references (L + 1, B, Q, 4), topk_score (B, K, num_cls),
         topk_anchor (B, K, 4)) with K = two_stage_num_proposals and Q = dn pad size + K."""
         assert query_embed is None, 'DinoTransformer makes its own queries'
-        feat_flatten, mask_flatten, lvl_pos_embed_flatten, spatial_shapes = [], [], [], []
+        feat_flatten, mask_flatten, lvl_pos_embed_flatten = [], [], []
         for lvl, (feat, mask, pos_embed) in enumerate(zip(mlvl_feats, mlvl_masks, mlvl_pos_embeds)):
-            bs, c, h, w = feat.shape
-            spatial_shapes.append((h, w))
             feat_flatten.append(feat.flatten(2).transpose(1, 2))
             mask_flatten.append(mask.flatten(1))
             lvl_pos_embed_flatten.append(pos_embed.flatten(2).transpose(1, 2) + self.level_embeds[lvl].view(1, 1, -1))
         feat_flatten = torch.cat(feat_flatten, 1)
         mask_flatten = torch.cat(mask_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=feat_flatten.device)
+        spatial_shapes = self.level_spatial_shapes(mlvl_feats)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in mlvl_masks], 1)
         reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=feat_flatten.device)
@@ -146,9 +155,6 @@ class DinoTransformer(DeformableDetrTransformer):
         enc_outputs_class = cls_branches[self.decoder.num_layers](output_memory)
         enc_outputs_coord_unact = reg_branches[self.decoder.num_layers](output_memory) + output_proposals
         topk = self.two_stage_num_proposals
-        if num_tokens < topk:
-            raise ValueError(f'two_stage_num_proposals={topk} exceeds the {num_tokens} encoder tokens of this input '
-                             f'(feature maps {spatial_shapes.tolist()}); use a larger image or fewer proposals')
         topk_indices = torch.topk(enc_outputs_class.max(-1)[0], topk, dim=1)[1]
         num_cls = enc_outputs_class.size(-1)
         topk_score = torch.gather(enc_outputs_class, 1, topk_indices.unsqueeze(-1).repeat(1, 1, num_cls))
