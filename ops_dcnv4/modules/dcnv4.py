@@ -1,0 +1,127 @@
+"""The ``DCNv4`` module: the original's constructor, parameters and forward (docs/dcnv4_operator.md).
+
+Importable with torch alone. Parameter names and shapes are the original's, so released FlashInternImage
+checkpoints load unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.init import constant_, xavier_uniform_
+
+from ops_dcnv3.modules.dcnv3 import CenterFeatureScaleModule
+
+from ..functions import DCNv4Function
+
+
+class DCNv4(nn.Module):
+    """Deformable convolution v4 over a token sequence ``(N, L, C)`` with ``L = H*W``.
+
+    Unlike the original, ``group_channels`` need not be a multiple of 16 (the kernels here take any size), a
+    non-square map without ``shape`` is refused with one clear error instead of being reshaped wrongly, and a
+    geometry whose output size differs from the input's is refused (the offsets are predicted per input pixel).
+    """
+
+    def __init__(self, channels: int = 64, kernel_size: int = 3, stride: int = 1, pad: int = 1, dilation: int = 1,
+                 group: int = 4, offset_scale: float = 1.0, dw_kernel_size: int | None = None,
+                 center_feature_scale: bool = False, remove_center: bool = False, output_bias: bool = True,
+                 without_pointwise: bool = False, **kwargs):
+        super().__init__()
+        if channels % group != 0:
+            raise ValueError(f'channels must be divisible by group, but got channels={channels} and group={group}')
+        self.offset_scale = offset_scale
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.pad = pad
+        self.group = group
+        self.group_channels = channels // group
+        self.dw_kernel_size = dw_kernel_size
+        self.center_feature_scale = center_feature_scale
+        self.remove_center = int(remove_center)
+        self.without_pointwise = without_pointwise
+
+        self.K = group * (kernel_size * kernel_size - self.remove_center)  # the original's name: points of all groups
+        if dw_kernel_size is not None:
+            self.offset_mask_dw = nn.Conv2d(channels, channels, dw_kernel_size, stride=1,
+                                            padding=(dw_kernel_size - 1) // 2, groups=channels)
+        self.offset_mask = nn.Linear(channels, int(math.ceil((self.K * 3) / 8) * 8))
+        if not without_pointwise:
+            self.value_proj = nn.Linear(channels, channels)
+            self.output_proj = nn.Linear(channels, channels, bias=output_bias)
+        self._reset_parameters()
+
+        if center_feature_scale:
+            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros((group, channels), dtype=torch.float))
+            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group, dtype=torch.float))
+            self.center_feature_scale_module = CenterFeatureScaleModule()
+
+    def _reset_parameters(self) -> None:
+        constant_(self.offset_mask.weight.data, 0.)
+        constant_(self.offset_mask.bias.data, 0.)
+        if not self.without_pointwise:
+            xavier_uniform_(self.value_proj.weight.data)
+            constant_(self.value_proj.bias.data, 0.)
+            xavier_uniform_(self.output_proj.weight.data)
+            if self.output_proj.bias is not None:
+                constant_(self.output_proj.bias.data, 0.)
+
+    def _map_size(self, length: int, shape: tuple[int, int] | None) -> tuple[int, int]:
+        if shape is None:
+            side = math.isqrt(length)
+            if side * side != length:
+                raise ValueError(f'DCNv4: input has L={length} tokens, not a square map: pass shape=(H, W)')
+            return side, side
+        H, W = (int(v) for v in shape)
+        if H * W != length:
+            raise ValueError(f'DCNv4: shape={tuple(shape)} has {H * W} pixels but the input has L={length} tokens')
+        return H, W
+
+    def forward(self, input: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """:param input: ``(N, L, C)`` tokens of an ``H x W`` map. :param shape: ``(H, W)`` (square if None).
+
+        :return: ``(N, L, C)``.
+        """
+        N, L, C = input.shape
+        H, W = self._map_size(L, shape)
+        def size(dim: int) -> int:
+            return (dim + 2 * self.pad - (self.dilation * (self.kernel_size - 1) + 1)) // self.stride + 1
+        H_out, W_out = size(H), size(W)
+        if (H_out, W_out) != (H, W):
+            raise ValueError(
+                f'DCNv4: kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}, '
+                f'dilation={self.dilation} maps {H} x {W} to {H_out} x {W_out}; the module needs a same-size output')
+
+        x = input
+        if not self.without_pointwise:
+            x = self.value_proj(x)
+        x = x.reshape(N, H, W, -1)
+        # Offsets and mask come from the un-projected input (through the depthwise conv when there is one).
+        if self.dw_kernel_size is not None:
+            offset_mask_input = self.offset_mask_dw(input.view(N, H, W, C).permute(0, 3, 1, 2))
+            offset_mask_input = offset_mask_input.permute(0, 2, 3, 1).reshape(N, L, C)
+        else:
+            offset_mask_input = input
+        offset_mask = self.offset_mask(offset_mask_input).reshape(N, H, W, -1)
+
+        x_proj = x
+        x = DCNv4Function.apply(
+            x, offset_mask, self.kernel_size, self.kernel_size, self.stride, self.stride, self.pad, self.pad,
+            self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale, 256,
+            self.remove_center)
+
+        if self.center_feature_scale:
+            # The gate is computed from the op's output (DCNv3 computes it from the offset branch's input).
+            center_feature_scale = self.center_feature_scale_module(
+                x, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias)
+            center_feature_scale = center_feature_scale[..., None].repeat(
+                1, 1, 1, 1, self.channels // self.group).flatten(-2)
+            x = x * (1 - center_feature_scale) + x_proj * center_feature_scale
+
+        x = x.reshape(N, L, -1)
+        if not self.without_pointwise:
+            x = self.output_proj(x)
+        return x
