@@ -14,8 +14,10 @@ were trained with it:
   takes stage 2's downsample id;
 * DINO's ``bbox_head.transformer.level_embeds`` takes the stem's id 0;
 * CB backbones (``backbone.cb_modules.*``) match no backbone rule and get the head's id (no decay);
-* ``offset_lr_scale`` applies to names containing ``sampling_offsets`` / ``reference_points`` only, i.e. never to
-  the backbone's DCNv3 ``offset`` layers.
+* ``offset_lr_scale`` applies to names containing ``sampling_offsets`` / ``reference_points`` and to
+  FlashInternImage's DCNv4 ``offset_mask`` projections (not their depth-wise ``offset_mask_dw`` convs), i.e. never
+  to the backbone's DCNv3 ``offset`` layers (the FlashInternImage constructor added the ``offset_mask`` rule; on
+  InternImage models it matches nothing, so one constructor serves both families).
 
 Usage::
 
@@ -36,6 +38,12 @@ REQUIRED_KEYS = ('num_layers', 'layer_decay_rate', 'depths')
 OPTIONAL_KEYS = {'offset_lr_scale': 1.0, 'backbone_small_lr': False, 'dino_head': False}
 BACKBONE_STAGE_PREFIXES = ('backbone.levels', 'backbone.layers')
 OFFSET_NAME_PARTS = ('sampling_offsets', 'reference_points')
+DCNV4_OFFSET_MASK, DCNV4_OFFSET_MASK_DW = 'offset_mask', 'offset_mask_dw'
+
+
+def is_dcnv4_offset_mask(name: str) -> bool:
+    """DCNv4's offset/mask projection (``...dcn.offset_mask.weight``), not its depth-wise conv."""
+    return DCNV4_OFFSET_MASK in name and DCNV4_OFFSET_MASK_DW not in name
 
 
 def get_layer_id(name: str, num_max_layer: int, depths: Sequence[int]) -> int:
@@ -117,7 +125,7 @@ class CustomLayerDecayOptimizerConstructor(DefaultOptimizerConstructor):
             is_offset = any(part in name for part in OFFSET_NAME_PARTS)
             if cfg['dino_head'] and layer_id == num_max_layer - 1 and is_offset:
                 suffix, scale = '_0.1x', scale * 0.1
-            elif is_offset:
+            elif is_offset or is_dcnv4_offset_mask(name):
                 suffix, scale = '_offset_lr_scale', scale * cfg['offset_lr_scale']
             group_name = f'layer_{layer_id}_{decay_tag}{suffix}'
             if group_name not in groups:

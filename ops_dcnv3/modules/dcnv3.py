@@ -77,6 +77,8 @@ class CenterFeatureScaleModule(nn.Module):
 class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
     """DCNv3 with the pure-PyTorch core. Same parameters as :class:`DCNv3`."""
 
+    routes_dcn_v4_op = False  # only DCNv3 honours use_dcn_v4_op
+
     def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None,
                  stride: int = 1, pad: int = 1, dilation: int = 1, group: int = 4,
                  offset_scale: float = 1.0, act_layer: str = 'GELU', norm_layer: str = 'LN',
@@ -90,12 +92,9 @@ class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
             warnings.warn(
                 "You'd better set channels in DCNv3 to make the dimension of each attention head a power of 2 "
                 'which is more efficient in our CUDA implementation.', stacklevel=2)
-        if use_dcn_v4_op:
-            # Upstream routes the same sampling through the external DCNv4 CUDA package, fed the softmaxed
-            # mask, so it computes the same function with the same parameters. That package is not part of
-            # this stack; the DCNv3 core computes the identical result.
-            warnings.warn('use_dcn_v4_op=True: the external DCNv4 package is not used here; the DCNv3 core '
-                          'computes the same function with the same parameters', stacklevel=2)
+        if use_dcn_v4_op and not self.routes_dcn_v4_op:
+            warnings.warn(f'use_dcn_v4_op=True: {type(self).__name__} always runs the pure-PyTorch DCNv3 core; '
+                          'use DCNv3 to route the sampling through the DCNv4 operator', stacklevel=2)
         self.use_dcn_v4_op = use_dcn_v4_op
 
         self.offset_scale = offset_scale
@@ -183,10 +182,25 @@ class DCNv3(DCNv3_pytorch):
     """DCNv3 with the compiled core (CPU and CUDA kernels).
 
     Where the extension is not built, the PyTorch core runs instead and a warning says so once.
+    ``use_dcn_v4_op=True`` runs the sampling through the DCNv4 operator instead (see ``_dcn_v4_core``).
     """
+
+    routes_dcn_v4_op = True
+
+    def _dcn_v4_core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The same sampling through ``ops_dcnv4``: DCNv4 samples as DCNv3 does but takes the mask raw, so feeding
+        it the packed offsets and the already-softmaxed mask computes DCNv3's output (docs/dcnv4_operator.md)."""
+        from ops_dcnv4.functions import DCNv4Function, pack_offset_mask  # lazy: ops_dcnv3 does not need ops_dcnv4
+        offset_mask = pack_offset_mask(offset, mask, self.group)
+        return DCNv4Function.apply(
+            x, offset_mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
+            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
+            self.offset_scale, 256, 0)
 
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         global _fallback_warned
+        if self.use_dcn_v4_op:
+            return self._dcn_v4_core(x, offset, mask)
         if torch.onnx.is_in_onnx_export():
             # Exported graphs use the PyTorch core (GridSample, opset >= 16): no custom op for runtimes to provide.
             return super()._core(x, offset, mask)

@@ -75,8 +75,20 @@ def dino_t():
     return build_detector(cfg.model)
 
 
+# parameters that must get a gradient in the first step (level_embeds is not among them: MSDA's offset / weight
+# projections start at zero, so its first gradient is 0)
+HEAD_GRADIENTS = ('backbone.patch_embed.conv1.weight', 'neck.convs.0.conv.weight', 'bbox_head.label_embedding.weight',
+                  'bbox_head.transformer.query_embed.weight',
+                  'bbox_head.transformer.encoder.layers.0.attentions.0.sampling_offsets.weight')
+
+
 def test_dino_t_train_step_and_test(dino_t, tmp_path):
-    model = dino_t.train()
+    dino_train_step_and_test(dino_t, tmp_path, ('backbone.levels.0.blocks.0.dcn.offset.weight',), max_per_img=100)
+
+
+def dino_train_step_and_test(model, tmp_path: Path, backbone_gradients: tuple[str, ...], max_per_img: int) -> None:
+    """One training step (losses, shapes, gradients) and one test forward of a DINO-T-sized detector."""
+    model = model.train()
     batch = synthetic_batch(tmp_path)
     assert tuple(batch['img'].shape[-2:]) == (224, 224)  # 200 px padded to 224: the padding masks are exercised
     head_outputs = []
@@ -97,11 +109,7 @@ def test_dino_t_train_step_and_test(dino_t, tmp_path):
     loss, _ = model._parse_losses(losses)
     model.zero_grad()
     loss.backward()
-    # (level_embeds is not checked: MSDA's offset / weight projections start at zero, so its first gradient is 0)
-    for name in ('backbone.patch_embed.conv1.weight', 'backbone.levels.0.blocks.0.dcn.offset.weight',
-                 'neck.convs.0.conv.weight', 'bbox_head.label_embedding.weight',
-                 'bbox_head.transformer.query_embed.weight',
-                 'bbox_head.transformer.encoder.layers.0.attentions.0.sampling_offsets.weight'):
+    for name in HEAD_GRADIENTS + backbone_gradients:
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -123,7 +131,7 @@ def test_dino_t_train_step_and_test(dino_t, tmp_path):
         assert isinstance(result, list) and len(result) == 80
         assert all(isinstance(r, np.ndarray) and r.ndim == 2 and r.shape[1] == 5 for r in result)
         detections = np.concatenate(result)
-        assert len(detections) == 100  # test_cfg.max_per_img
+        assert len(detections) == max_per_img  # test_cfg.max_per_img
         h, w = meta['ori_shape'][:2]
         assert (detections[:, [0, 2]] <= w + 1e-3).all() and (detections[:, [1, 3]] <= h + 1e-3).all()
         assert ((detections[:, 4] >= 0) & (detections[:, 4] <= 1)).all()

@@ -1,12 +1,14 @@
-"""InternImage-T backbone forward on the CPU against ConvNeXt-T, measured in the same run.
+"""InternImage-T and FlashInternImage-T backbone forwards on the CPU against ConvNeXt-T, measured in the same run.
 
 Models (batch 1, 800x1333 by default, float32, eval, no_grad):
   internimage_t_kernel   InternImage-T, core_op='DCNv3' (the compiled CPU kernel; the PyTorch core if the
                          extension is not built, which the output then says)
   internimage_t_pytorch  InternImage-T, core_op='DCNv3_pytorch' (the pure-PyTorch core)
+  flash_internimage_t    FlashInternImage-T, core_op='DCNv4' (the compiled ops_dcnv4 CPU kernel; its PyTorch
+                         reference core if that extension is not built, which the output then says)
   convnext_t             timm's convnext_tiny(features_only=True): the same-FLOPs backbone a user would pick
 Latency: median of interleaved repeats (the models take turns, so a change in machine load hits all of them),
-printed as seconds and as the ratio to ConvNeXt-T.
+printed as seconds and as the ratio to ConvNeXt-T; a last line gives FlashInternImage-T / InternImage-T (kernel).
 
 Peak memory: torch's CPU tensors are invisible to tracemalloc, so each model is measured in a fresh subprocess:
 build the model, run a small warm-up forward (lazy library initialisation), reset the resident high-water mark
@@ -35,7 +37,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-MODELS = ('internimage_t_kernel', 'internimage_t_pytorch', 'convnext_t')
+MODELS = ('internimage_t_kernel', 'internimage_t_pytorch', 'flash_internimage_t', 'convnext_t')
 BASELINE = 'convnext_t'
 
 
@@ -43,6 +45,11 @@ def build_model(name: str) -> torch.nn.Module:
     if name == 'convnext_t':
         import timm
         return timm.create_model('convnext_tiny', pretrained=False, features_only=True).eval()
+    if name == 'flash_internimage_t':
+        from mmdet_custom.models.backbones.flash_intern_image import FlashInternImage
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return FlashInternImage.from_variant('T').eval()
     from mmdet_custom.models.backbones.intern_image import InternImage
     core_op = {'internimage_t_kernel': 'DCNv3', 'internimage_t_pytorch': 'DCNv3_pytorch'}[name]
     with warnings.catch_warnings():
@@ -57,6 +64,13 @@ def kernel_description() -> str:
     from ops_dcnv3 import _C
     isa = _C.cpu_isa() if hasattr(_C, 'cpu_isa') else 'unknown ISA'
     return f'compiled CPU kernel ({isa})'
+
+
+def dcnv4_kernel_description() -> str:
+    from ops_dcnv4.functions import extension_available
+    if not extension_available():
+        return 'NOT BUILT: flash_internimage_t runs the PyTorch reference core (fallback)'
+    return 'compiled CPU kernel'
 
 
 def make_input(height: int, width: int, batch: int = 1) -> torch.Tensor:
@@ -144,7 +158,8 @@ def main() -> int:
     if BASELINE not in names:
         names.append(BASELINE)
     print(f'Backbone forward, batch 1, {height}x{width}, float32, {args.threads} threads, eval/no_grad; '
-          f'median of {args.repeats} interleaved repeats; DCNv3 core: {kernel_description()}')
+          f'median of {args.repeats} interleaved repeats; DCNv3 core: {kernel_description()}; '
+          f'DCNv4 core: {dcnv4_kernel_description()}')
     latency = time_models(names, make_input(height, width), args.repeats)
     memory = {} if args.no_memory else {name: peak_memory(name, height, width, args.threads) for name in names}
     header = f'{"model":<22} {"latency s":>9} {"x ConvNeXt-T":>12} {"layout copies":>13}'
@@ -159,6 +174,9 @@ def main() -> int:
             ratio = mem['extra_peak_mib'] / memory[BASELINE]['extra_peak_mib']
             line += f' {mem["extra_peak_mib"]:>14.0f} {ratio:>12.2f} {mem["peak_mib"]:>16.0f}'
         print(line, flush=True)
+    if 'flash_internimage_t' in latency and 'internimage_t_kernel' in latency:
+        ratio = latency['flash_internimage_t'] / latency['internimage_t_kernel']
+        print(f'FlashInternImage-T / InternImage-T (kernel) latency: {ratio:.2f}')
     return 0
 
 

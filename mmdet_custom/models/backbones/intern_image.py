@@ -114,12 +114,14 @@ class DownsampleLayer(nn.Module):
 
 
 class MLPLayer(nn.Module):
+    """fc1 -> act -> fc2; ``fc2_bias=False`` is FlashInternImage T/S/B's bias-free fc2."""
 
-    def __init__(self, in_features: int, hidden_features: int, act_layer: str = 'GELU', drop: float = 0.):
+    def __init__(self, in_features: int, hidden_features: int, act_layer: str = 'GELU', drop: float = 0.,
+                 fc2_bias: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = build_act_layer(act_layer)
-        self.fc2 = nn.Linear(hidden_features, in_features)
+        self.fc2 = nn.Linear(hidden_features, in_features, bias=fc2_bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +142,8 @@ class InternImageLayer(nn.Module):
                  drop_path: float = 0., act_layer: str = 'GELU', norm_layer: str = 'LN',
                  post_norm: bool = False, layer_scale: float | None = None, offset_scale: float = 1.0,
                  with_cp: bool = False, dw_kernel_size: int | None = None, res_post_norm: bool = False,
-                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
+                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False, mlp_fc2_bias: bool = True,
+                 dcn_output_bias: bool | None = None):
         super().__init__()
         self.channels = channels
         self.groups = groups
@@ -155,13 +158,16 @@ class InternImageLayer(nn.Module):
 
         # The block's own norms are LayerNorms whatever `norm_layer` says (it only reaches the convolutions).
         self.norm1 = build_norm_layer(channels, 'LN')
+        # dcn_output_bias is FlashInternImage's switch (DCNv4's output_bias); DCNv3's output_proj always has one.
+        output_bias = {} if dcn_output_bias is None else {'output_bias': dcn_output_bias}
         self.dcn = core_op(
             channels=channels, kernel_size=3, stride=1, pad=1, dilation=1, group=groups, offset_scale=offset_scale,
             act_layer=act_layer, norm_layer=norm_layer, dw_kernel_size=dw_kernel_size,
-            center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op)
+            center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op, **output_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = build_norm_layer(channels, 'LN')
-        self.mlp = MLPLayer(channels, int(channels * mlp_ratio), act_layer=act_layer, drop=drop)
+        self.mlp = MLPLayer(channels, int(channels * mlp_ratio), act_layer=act_layer, drop=drop,
+                            fc2_bias=mlp_fc2_bias)
         if res_post_norm:
             self.res_post_norm1 = build_norm_layer(channels, 'LN')
             self.res_post_norm2 = build_norm_layer(channels, 'LN')
@@ -204,7 +210,8 @@ class InternImageBlock(nn.Module):
                  act_layer: str = 'GELU', norm_layer: str = 'LN', post_norm: bool = False,
                  offset_scale: float = 1.0, layer_scale: float | None = None, with_cp: bool = False,
                  dw_kernel_size: int | None = None, post_norm_block_ids: Sequence[int] | None = None,
-                 res_post_norm: bool = False, center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
+                 res_post_norm: bool = False, center_feature_scale: bool = False, use_dcn_v4_op: bool = False,
+                 mlp_fc2_bias: bool = True, dcn_output_bias: bool | None = None):
         super().__init__()
         self.channels = channels
         self.depth = depth
@@ -216,7 +223,8 @@ class InternImageBlock(nn.Module):
                 core_op=core_op, channels=channels, groups=groups, mlp_ratio=mlp_ratio, drop=drop,
                 drop_path=rates[i], act_layer=act_layer, norm_layer=norm_layer, post_norm=post_norm,
                 layer_scale=layer_scale, offset_scale=offset_scale, with_cp=with_cp, dw_kernel_size=dw_kernel_size,
-                res_post_norm=res_post_norm, center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op)
+                res_post_norm=res_post_norm, center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op,
+                mlp_fc2_bias=mlp_fc2_bias, dcn_output_bias=dcn_output_bias)
             for i in range(depth)])
         if not post_norm or center_feature_scale:
             self.norm = build_norm_layer(channels, 'LN')
@@ -242,9 +250,9 @@ class InternImageBlock(nn.Module):
         return x
 
 
-def _check_choice(name: str, value, choices: Sequence) -> None:
+def _check_choice(name: str, value, choices: Sequence, owner: str = 'InternImage') -> None:
     if value not in choices:
-        raise ValueError(f'InternImage: {name} must be one of {list(choices)}, got {value!r}')
+        raise ValueError(f'{owner}: {name} must be one of {list(choices)}, got {value!r}')
 
 
 class InternImage(nn.Module):
@@ -255,7 +263,14 @@ class InternImage(nn.Module):
     Differences from upstream: unknown keyword arguments are an error (the classification-only ones upstream's
     configs pass are accepted with a warning); ``core_op='DCNv3_pytorch'`` works; ``frozen_stages >= 0`` also
     freezes the stem; ``train()`` returns ``self``; construction works on the meta device.
+    ``mlp_fc2_bias`` and ``dcn_output_bias`` exist for FlashInternImage (the subclass in flash_intern_image.py,
+    which swaps ``core_ops``); InternImage's own configs leave them at their defaults.
     """
+
+    core_ops: dict[str, type[nn.Module]] = CORE_OPS
+    variants: dict[str, dict] = INTERN_IMAGE_VARIANTS  # the released sizes from_variant builds
+    # checkpoint entries holding the weights, in order of preference (FlashInternImage adds its EMA weights)
+    checkpoint_wrapper_keys: tuple[str, ...] = ('state_dict', 'model')
 
     def __init__(self,
                  core_op: str = 'DCNv3',
@@ -278,6 +293,8 @@ class InternImage(nn.Module):
                  res_post_norm: bool = False,
                  center_feature_scale: bool = False,
                  use_dcn_v4_op: bool = False,
+                 mlp_fc2_bias: bool = True,
+                 dcn_output_bias: bool | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  init_cfg: dict | None = None,
@@ -287,6 +304,9 @@ class InternImage(nn.Module):
         depths, groups = list(depths), list(groups)
         self._check_args(core_op, channels, depths, groups, drop_path_type, act_layer, norm_layer, out_indices,
                          frozen_stages, level2_post_norm, level2_post_norm_block_ids, init_cfg)
+        if dcn_output_bias is not None and self.core_ops is CORE_OPS:
+            raise ValueError(f'InternImage: dcn_output_bias={dcn_output_bias!r} is a FlashInternImage (DCNv4) '
+                             "argument; DCNv3's output_proj always has a bias")
         self.core_op = core_op
         self.num_levels = len(depths)
         self.depths = depths
@@ -300,7 +320,7 @@ class InternImage(nn.Module):
         self.level2_post_norm_block_ids = level2_post_norm_block_ids
         self.num_layers = len(depths)
         self.with_cp = with_cp
-        core_cls = CORE_OPS[core_op]
+        core_cls = self.core_ops[core_op]
 
         self.patch_embed = StemLayer(in_chans=3, out_chans=channels, act_layer=act_layer, norm_layer=norm_layer)
         self.pos_drop = nn.Dropout(p=drop_rate)
@@ -317,72 +337,74 @@ class InternImage(nn.Module):
                 post_norm=post_norm, offset_scale=offset_scale, layer_scale=layer_scale, with_cp=with_cp,
                 dw_kernel_size=dw_kernel_size, post_norm_block_ids=post_norm_block_ids,
                 res_post_norm=res_post_norm, center_feature_scale=center_feature_scale,
-                use_dcn_v4_op=use_dcn_v4_op))
+                use_dcn_v4_op=use_dcn_v4_op, mlp_fc2_bias=mlp_fc2_bias, dcn_output_bias=dcn_output_bias))
 
         self._init_parameters()
         self._freeze_stages()
 
     @classmethod
     def from_variant(cls, name: str, **overrides) -> InternImage:
-        """The released size ``name`` (a key of ``INTERN_IMAGE_VARIANTS``: 'T'..'G'), with ``overrides`` on top."""
-        if name not in INTERN_IMAGE_VARIANTS:
-            raise ValueError(f'InternImage: variant must be one of {list(INTERN_IMAGE_VARIANTS)}, got {name!r}')
-        return cls(**{**INTERN_IMAGE_VARIANTS[name], **overrides})
+        """The released size ``name`` (a key of ``cls.variants``: 'T'..'G' here), with ``overrides`` on top."""
+        if name not in cls.variants:
+            raise ValueError(f'{cls.__name__}: variant must be one of {list(cls.variants)}, got {name!r}')
+        return cls(**{**cls.variants[name], **overrides})
 
     # -- argument checking -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_kwargs(kwargs: dict) -> None:
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict) -> None:
         unknown = [k for k in kwargs if k not in IGNORED_CLASSIFICATION_KWARGS]
         if unknown:
-            raise TypeError(f'InternImage got an unexpected keyword argument {unknown[0]!r}')
+            raise TypeError(f'{cls.__name__} got an unexpected keyword argument {unknown[0]!r}')
         if kwargs:
-            warnings.warn(f'InternImage ignores {sorted(kwargs)}: classification-model arguments without effect '
+            warnings.warn(f'{cls.__name__} ignores {sorted(kwargs)}: classification-model arguments without effect '
                           'on the detection backbone', stacklevel=3)
 
-    @staticmethod
-    def _check_args(core_op, channels, depths, groups, drop_path_type, act_layer, norm_layer, out_indices,
+    @classmethod
+    def _check_args(cls, core_op, channels, depths, groups, drop_path_type, act_layer, norm_layer, out_indices,
                     frozen_stages, level2_post_norm, level2_post_norm_block_ids, init_cfg) -> None:
-        _check_choice('core_op', core_op, list(CORE_OPS))
-        _check_choice('norm_layer', norm_layer, NORM_LAYERS)
-        _check_choice('act_layer', act_layer, ACT_LAYERS)
-        _check_choice('drop_path_type', drop_path_type, ('linear', 'uniform'))
+        owner = cls.__name__
+        _check_choice('core_op', core_op, list(cls.core_ops), owner)
+        _check_choice('norm_layer', norm_layer, NORM_LAYERS, owner)
+        _check_choice('act_layer', act_layer, ACT_LAYERS, owner)
+        _check_choice('drop_path_type', drop_path_type, ('linear', 'uniform'), owner)
         if not isinstance(channels, int) or channels < 2 or channels % 2:
-            raise ValueError(f'InternImage: channels must be an even positive integer (the stem halves it), '
+            raise ValueError(f'{owner}: channels must be an even positive integer (the stem halves it), '
                              f'got {channels!r}')
         if not depths or any(not isinstance(d, int) or d < 1 for d in depths):
-            raise ValueError(f'InternImage: depths must be a non-empty list of positive integers, got {depths!r}')
+            raise ValueError(f'{owner}: depths must be a non-empty list of positive integers, got {depths!r}')
         if len(groups) != len(depths):
-            raise ValueError(f'InternImage: groups must have one entry per stage ({len(depths)}), got {groups!r}')
+            raise ValueError(f'{owner}: groups must have one entry per stage ({len(depths)}), got {groups!r}')
         for i, g in enumerate(groups):
             width = channels * 2 ** i
             if not isinstance(g, int) or g < 1 or width % g:
-                raise ValueError(f'InternImage: groups[{i}] = {g!r} must divide the stage-{i} width {width} '
+                raise ValueError(f'{owner}: groups[{i}] = {g!r} must divide the stage-{i} width {width} '
                                  f'(channels * 2**{i})')
         if not out_indices or any(not isinstance(i, int) or not 0 <= i < len(depths) for i in out_indices):
-            raise ValueError(f'InternImage: out_indices must be stage indices in [0, {len(depths) - 1}], '
+            raise ValueError(f'{owner}: out_indices must be stage indices in [0, {len(depths) - 1}], '
                              f'got {out_indices!r}')
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= len(depths):
-            raise ValueError(f'InternImage: frozen_stages must be an integer in [-1, {len(depths)}], '
+            raise ValueError(f'{owner}: frozen_stages must be an integer in [-1, {len(depths)}], '
                              f'got {frozen_stages!r}')
         if level2_post_norm:
             if len(depths) < 3 or level2_post_norm_block_ids is None:
-                raise ValueError('InternImage: level2_post_norm needs a third stage and level2_post_norm_block_ids, '
+                raise ValueError(f'{owner}: level2_post_norm needs a third stage and level2_post_norm_block_ids, '
                                  f'got depths={depths!r}, level2_post_norm_block_ids={level2_post_norm_block_ids!r}')
             if any(not 0 <= j < depths[2] for j in level2_post_norm_block_ids):
-                raise ValueError(f'InternImage: level2_post_norm_block_ids must be block indices of stage 2 '
+                raise ValueError(f'{owner}: level2_post_norm_block_ids must be block indices of stage 2 '
                                  f'(0..{depths[2] - 1}), got {level2_post_norm_block_ids!r}')
         if init_cfg is not None and (not isinstance(init_cfg, dict) or 'checkpoint' not in init_cfg):
-            raise ValueError(f"InternImage: init_cfg must be None or a dict with a 'checkpoint' entry, "
+            raise ValueError(f"{owner}: init_cfg must be None or a dict with a 'checkpoint' entry, "
                              f'got {init_cfg!r}')
 
     # -- initialisation ----------------------------------------------------------------------------------------
 
     def _init_parameters(self) -> None:
-        """Construction-time init: Linear trunc-normal, LayerNorm 1/0, then DCNv3's own reset (zero offsets/masks)."""
+        """Construction-time init: Linear trunc-normal, LayerNorm 1/0, then the core op's reset (zero offsets/masks)."""
         self.apply(_init_linear_and_layernorm)
+        core_classes = tuple(self.core_ops.values())
         for module in self.modules():
-            if isinstance(module, DCNv3_pytorch):  # DCNv3 subclasses it
+            if isinstance(module, core_classes):
                 module._reset_parameters()
 
     def init_weights(self) -> None:
@@ -396,7 +418,8 @@ class InternImage(nn.Module):
             logger.warning(f'No pre-trained weights for {self.__class__.__name__}, training start from scratch')
             self._init_parameters()
             return
-        load_pretrained_backbone(self, self.init_cfg['checkpoint'], logger=logger)
+        load_pretrained_backbone(self, self.init_cfg['checkpoint'], logger=logger,
+                                 wrapper_keys=self.checkpoint_wrapper_keys)
 
     # -- freezing ----------------------------------------------------------------------------------------------
 
@@ -456,25 +479,21 @@ def _strip_prefix(state_dict: dict, prefix: str) -> dict:
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
-def load_pretrained_backbone(model: nn.Module, filename: str, logger=None) -> tuple[list[str], list[str]]:
+def load_pretrained_backbone(model: nn.Module, filename: str, logger=None,
+                             wrapper_keys: Sequence[str] = ('state_dict', 'model')) -> tuple[list[str], list[str]]:
     """Load an upstream checkpoint (classification or detector) into a backbone.
 
-    Accepts the ``state_dict`` or ``model`` wrapper or a bare state dict, strips ``module.`` and ``backbone.``
-    prefixes and drops classifier-head keys. Logs every other missing or unexpected key by name and returns
-    ``(missing, unexpected)``. ``filename`` may be a local path or, with mmcv installed, anything mmcv's loader
-    understands (URLs).
+    Accepts the first of ``wrapper_keys`` the checkpoint has, or a bare state dict, strips ``module.`` and
+    ``backbone.`` prefixes and drops classifier-head keys. Logs every other missing or unexpected key by name and
+    returns ``(missing, unexpected)``. ``filename`` may be a local path or, with mmcv installed, anything mmcv's
+    loader understands (URLs).
     """
     if logger is None:
         logger = _root_logger()
     ckpt = _read_checkpoint(filename, logger)
     if not isinstance(ckpt, dict):
         raise ValueError(f'init_cfg.checkpoint {filename!r}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    if 'state_dict' in ckpt:
-        state_dict = ckpt['state_dict']
-    elif 'model' in ckpt:
-        state_dict = ckpt['model']
-    else:
-        state_dict = ckpt
+    state_dict = next((ckpt[key] for key in wrapper_keys if key in ckpt), ckpt)
     state_dict = _strip_prefix(_strip_prefix(state_dict, 'module.'), 'backbone.')
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(CLASSIFIER_HEAD_PREFIXES)}
     result = model.load_state_dict(state_dict, strict=False)

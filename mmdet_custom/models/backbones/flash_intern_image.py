@@ -1,0 +1,114 @@
+"""FlashInternImage backbone (detection version): InternImage with DCNv4 as the token mixer.
+
+The family shares InternImage's stem, downsampling, MLP, norms, block and stage structure, so this file only adds
+what differs: the DCNv4 core (``ops_dcnv4.modules.DCNv4``, sequence layout ``(N, H*W, C)`` with the spatial shape
+passed along), the bias switches of the DCN output projection and of the MLP's fc2, and the released sizes. Module
+and parameter names reproduce the released FlashInternImage checkpoints' keys (docs/checkpoints.md).
+
+Importable with torch (+ timm) alone; registration into mmdet's BACKBONES happens in ``backbones/__init__.py``.
+Deviations from the original (docs/deviations.md): ``layer_scale=None`` works (the original calls the DCN with a
+wrong signature and raises TypeError); non-square feature maps always work (the spatial shape is passed to every
+DCNv4 call; the original's module guesses a square map when it is omitted); ``init_weights()`` without a
+checkpoint keeps DCNv4's zero-initialised ``offset_mask`` (the original re-randomises every Linear).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ops_dcnv4.modules import DCNv4
+
+from .intern_image import InternImage
+
+# Hyper-parameters of the released detection backbones (docs/model_zoo.md). All use mlp_ratio 4.0, LN, GELU, a 3x3
+# DCNv4 kernel, 16 channels per group and linear drop-path; `drop_path_rate` is the value of the 1x configs.
+FLASH_INTERN_IMAGE_VARIANTS: dict[str, dict] = {
+    'T': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32], layer_scale=1.0, offset_scale=1.0,
+              post_norm=False, dw_kernel_size=None, dcn_output_bias=False, mlp_fc2_bias=False, drop_path_rate=0.2),
+    'S': dict(channels=80, depths=[4, 4, 21, 4], groups=[5, 10, 20, 40], layer_scale=1.0, offset_scale=1.0,
+              post_norm=True, dw_kernel_size=3, dcn_output_bias=False, mlp_fc2_bias=False, drop_path_rate=0.3),
+    'B': dict(channels=112, depths=[4, 4, 21, 4], groups=[7, 14, 28, 56], layer_scale=1.0, offset_scale=0.5,
+              post_norm=True, dw_kernel_size=3, dcn_output_bias=False, mlp_fc2_bias=False, drop_path_rate=0.3),
+    'L': dict(channels=160, depths=[5, 5, 22, 5], groups=[10, 20, 40, 80], layer_scale=1.0, offset_scale=2.0,
+              post_norm=True, dw_kernel_size=3, dcn_output_bias=True, mlp_fc2_bias=True, drop_path_rate=0.4),
+}
+
+
+class ChannelsLastDCNv4(DCNv4):
+    """DCNv4 taking and returning InternImage's channels-last ``(N, H, W, C)`` maps (same parameters and keys).
+
+    It accepts the keyword arguments InternImage's block passes to its core op. Like the original FlashInternImage,
+    the DCNv4 core gets no activation, norm or centre-feature-scale from the block: ``act_layer``, ``norm_layer``
+    and ``center_feature_scale`` only shape DCNv3 (and the stage norm), so they are ignored here.
+    """
+
+    def __init__(self, channels: int = 64, kernel_size: int = 3, stride: int = 1, pad: int = 1, dilation: int = 1,
+                 group: int = 4, offset_scale: float = 1.0, dw_kernel_size: int | None = None,
+                 output_bias: bool = True, act_layer: str = 'GELU', norm_layer: str = 'LN',
+                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
+        super().__init__(channels=channels, kernel_size=kernel_size, stride=stride, pad=pad, dilation=dilation,
+                         group=group, offset_scale=offset_scale, dw_kernel_size=dw_kernel_size,
+                         output_bias=output_bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """:param input: (N, H, W, C). :return: (N, H, W, C)."""
+        N, H, W, C = input.shape
+        return super().forward(input.reshape(N, H * W, C), (H, W)).reshape(N, H, W, C)
+
+
+class FlashInternImage(InternImage):
+    """FlashInternImage backbone returning the NCHW features of the stages in ``out_indices`` (strides 4..32).
+
+    Arguments and defaults are the original's (``core_op='DCNv4'``, ``offset_scale=0.5``, both bias switches off);
+    ``FLASH_INTERN_IMAGE_VARIANTS`` holds the released sizes. ``with_cp``, ``frozen_stages`` and checkpoint loading
+    through ``init_cfg`` (``state_dict``/``model_ema``/``model`` wrappers, ``module.``/``backbone.`` prefixes) are
+    InternImage's.
+    """
+
+    core_ops = {'DCNv4': ChannelsLastDCNv4}
+    checkpoint_wrapper_keys = ('state_dict', 'model_ema', 'model')  # the original's order
+
+    def __init__(self,
+                 core_op: str = 'DCNv4',
+                 channels: int = 64,
+                 depths: Sequence[int] = (3, 4, 18, 5),
+                 groups: Sequence[int] = (3, 6, 12, 24),
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.2,
+                 drop_path_type: str = 'linear',
+                 act_layer: str = 'GELU',
+                 norm_layer: str = 'LN',
+                 layer_scale: float | None = None,
+                 offset_scale: float = 0.5,
+                 post_norm: bool = False,
+                 with_cp: bool = False,
+                 mlp_fc2_bias: bool = False,
+                 dcn_output_bias: bool = False,
+                 dw_kernel_size: int | None = None,
+                 level2_post_norm: bool = False,
+                 level2_post_norm_block_ids: Sequence[int] | None = None,
+                 res_post_norm: bool = False,
+                 center_feature_scale: bool = False,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 init_cfg: dict | None = None,
+                 **kwargs):
+        super().__init__(
+            core_op=core_op, channels=channels, depths=depths, groups=groups, mlp_ratio=mlp_ratio,
+            drop_rate=drop_rate, drop_path_rate=drop_path_rate, drop_path_type=drop_path_type, act_layer=act_layer,
+            norm_layer=norm_layer, layer_scale=layer_scale, offset_scale=offset_scale, post_norm=post_norm,
+            with_cp=with_cp, dw_kernel_size=dw_kernel_size, level2_post_norm=level2_post_norm,
+            level2_post_norm_block_ids=level2_post_norm_block_ids, res_post_norm=res_post_norm,
+            center_feature_scale=center_feature_scale, mlp_fc2_bias=bool(mlp_fc2_bias),
+            dcn_output_bias=bool(dcn_output_bias), out_indices=out_indices, frozen_stages=frozen_stages,
+            init_cfg=init_cfg, **kwargs)
+
+    @classmethod
+    def from_variant(cls, name: str, **overrides) -> FlashInternImage:
+        """Build a released size (``'T'``, ``'S'``, ``'B'`` or ``'L'``), optionally overriding arguments."""
+        if name not in FLASH_INTERN_IMAGE_VARIANTS:
+            raise ValueError(f'FlashInternImage: variant must be one of {list(FLASH_INTERN_IMAGE_VARIANTS)}, '
+                             f'got {name!r}')
+        return cls(**{**FLASH_INTERN_IMAGE_VARIANTS[name], **overrides})
