@@ -23,8 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WANTED_ARCHS = ['7.0', '7.5', '8.0', '8.6', '8.9', '9.0']  # Volta .. Hopper
 
 
-def _log(message: str) -> None:
-    print(f'[ops_dcnv3] {message}', flush=True)
+def _log(message: str, package: str = 'ops_dcnv3') -> None:
+    print(f'[{package}] {message}', flush=True)
 
 
 def _is_toolkit_root(root: str) -> bool:
@@ -80,11 +80,11 @@ def default_arch_list(cuda_home: str) -> str:
     return ';'.join(archs) + '+PTX'
 
 
-def extension_kind() -> tuple[str, str | None, str]:
+def extension_kind(force_cpu_env: str = 'DCNV3_FORCE_CPU') -> tuple[str, str | None, str]:
     """('cuda', CUDA_HOME, reason) or ('cpu', None, reason); decided before torch's build helpers are imported,
     because torch.utils.cpp_extension fixes CUDA_HOME at import time."""
-    if os.environ.get('DCNV3_FORCE_CPU', '0') not in ('', '0'):
-        return 'cpu', None, 'DCNV3_FORCE_CPU is set'
+    if os.environ.get(force_cpu_env, '0') not in ('', '0'):
+        return 'cpu', None, f'{force_cpu_env} is set'
     import torch
     if torch.version.cuda is None:
         return 'cpu', None, f'torch {torch.__version__} is not a CUDA build'
@@ -94,13 +94,19 @@ def extension_kind() -> tuple[str, str | None, str]:
     return 'cuda', cuda_home, f'CUDA toolkit at {cuda_home}, torch CUDA {torch.version.cuda}'
 
 
-def make_extensions():
+def make_extensions(name: str = 'ops_dcnv3._C',
+                    sources: tuple[str, ...] = ('src/vision.cpp', 'src/cpu/dcnv3_cpu.cpp',
+                                                'src/cpu/dcnv3_cuda_bodies_host.cpp'),
+                    cuda_sources: tuple[str, ...] = ('src/cuda/dcnv3_cuda.cu',), include_dirs: tuple[str, ...] = (),
+                    force_cpu_env: str = 'DCNV3_FORCE_CPU'):
+    """The extension `name` from `sources` (+ `cuda_sources` when CUDA can be built); ops_dcnv4 builds with it too."""
+    package = name.split('.')[0]
     if sys.platform == 'win32':
-        # The CPU kernel is written with GCC/Clang vector extensions and target attributes, which MSVC lacks.
-        _log('not building ops_dcnv3._C: the compiled extension needs GCC or Clang, and MSVC is the compiler on '
-             'Windows. ops_dcnv3 installs without it and DCNv3 runs the pure-PyTorch core (it warns once).')
+        # The CPU kernels are written with GCC/Clang vector extensions and target attributes, which MSVC lacks.
+        _log(f'not building {name}: the compiled extension needs GCC or Clang, and MSVC is the compiler on '
+             f'Windows. {package} installs without it and runs its pure-PyTorch core (it warns once).', package)
         return [], {}
-    kind, cuda_home, reason = extension_kind()
+    kind, cuda_home, reason = extension_kind(force_cpu_env)
     if kind == 'cuda':
         os.environ['CUDA_HOME'] = cuda_home
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', default_arch_list(cuda_home))
@@ -112,29 +118,30 @@ def make_extensions():
         cxx_flags, link_flags = ['-O3', '-fopenmp'], ['-fopenmp']
     else:  # macOS: torch uses its native thread pool there; omp simd hints only
         cxx_flags, link_flags = ['-O3', '-fopenmp-simd'], []
-    sources = ['src/vision.cpp', 'src/cpu/dcnv3_cpu.cpp', 'src/cpu/dcnv3_cuda_bodies_host.cpp']
     if kind == 'cuda':
-        _log(f'building the CPU and CUDA kernels ({reason}; TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]})')
+        _log(f'building the CPU and CUDA kernels ({reason}; TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]})',
+             package)
         extension = CUDAExtension(
-            'ops_dcnv3._C', sources + ['src/cuda/dcnv3_cuda.cu'], define_macros=[('WITH_CUDA', None)],
+            name, list(sources + cuda_sources), define_macros=[('WITH_CUDA', None)], include_dirs=list(include_dirs),
             extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '-lineinfo']},
             extra_link_args=link_flags)
     else:
-        _log(f'building the CPU kernel only ({reason})')
-        extension = CppExtension('ops_dcnv3._C', sources, extra_compile_args={'cxx': cxx_flags},
-                                 extra_link_args=link_flags)
+        _log(f'building the CPU kernel only ({reason})', package)
+        extension = CppExtension(name, list(sources), include_dirs=list(include_dirs),
+                                 extra_compile_args={'cxx': cxx_flags}, extra_link_args=link_flags)
     return [extension], {'build_ext': BuildExtension}
 
 
-os.chdir(HERE)  # sources are given relative to this file
-ext_modules, cmdclass = make_extensions()
-setup(
-    name='ops_dcnv3',
-    version='1.0',
-    description='DCNv3 deformable convolution core for InternImage: CPU and CUDA kernels, PyTorch reference',
-    packages=['ops_dcnv3', 'ops_dcnv3.functions', 'ops_dcnv3.modules'],
-    package_dir={'ops_dcnv3': '.', 'ops_dcnv3.functions': 'functions', 'ops_dcnv3.modules': 'modules'},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    zip_safe=False,
-)
+if __name__ == '__main__':  # imported (not run) by ops_dcnv4/setup.py for the helpers above
+    os.chdir(HERE)  # sources are given relative to this file
+    ext_modules, cmdclass = make_extensions()
+    setup(
+        name='ops_dcnv3',
+        version='1.0',
+        description='DCNv3 deformable convolution core for InternImage: CPU and CUDA kernels, PyTorch reference',
+        packages=['ops_dcnv3', 'ops_dcnv3.functions', 'ops_dcnv3.modules'],
+        package_dir={'ops_dcnv3': '.', 'ops_dcnv3.functions': 'functions', 'ops_dcnv3.modules': 'modules'},
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+        zip_safe=False,
+    )

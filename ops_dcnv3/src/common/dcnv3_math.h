@@ -52,6 +52,14 @@ DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, T& disp_y,
   disp_y = static_cast<T>(j * geo.dilation_h - geo.half_h());
 }
 
+// Displacement of kernel point k when the kernel's centre point (column kernel_w / 2, row kernel_h / 2) is skipped
+// (remove_center, DCNv4): points after the centre move up one place in the order above.
+template <typename T>
+DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, bool remove_center, T& disp_y, T& disp_x) {
+  const int centre = (geo.kernel_w / 2) * geo.kernel_h + geo.kernel_h / 2;
+  point_displacement(geo, remove_center && k >= centre ? k + 1 : k, disp_y, disp_x);
+}
+
 // Sampling location of a kernel point with regular displacement (disp_y, disp_x) and learned offset (dy, dx).
 // offset_scale scales both the displacement and the offset.
 template <typename T>
