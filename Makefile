@@ -1,5 +1,5 @@
 # One-command set-up and the project's everyday commands. `make setup` is idempotent: a second run on the same
-# machine re-checks and does nothing (the mmcv-full wheel and the DCNv3 binary are cached outside the repo).
+# machine re-checks and does nothing (the mmcv-full wheel and the DCNv3/DCNv4 binaries are cached outside the repo).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
@@ -18,9 +18,11 @@ DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
 	bash tools/install/build_op.sh $(PY) ops_roialign
-	@$(PY) -c "import mmcv_custom, mmdet_custom, ops_dcnv3; \
+	bash tools/install/build_extension.sh $(PY) ops_dcnv4
+	@$(PY) -c "import mmcv_custom, mmdet_custom, ops_dcnv3, ops_dcnv4; \
 	print('[setup] stack OK: torch', __import__('torch').__version__, '| mmcv-full', __import__('mmcv').__version__, \
-	'| mmdet', __import__('mmdet').__version__, '| DCNv3 extension:', ops_dcnv3.extension_available())"
+	'| mmdet', __import__('mmdet').__version__, '| DCNv3 extension:', ops_dcnv3.extension_available(), \
+	'| DCNv4 extension:', ops_dcnv4.extension_available())"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
