@@ -13,8 +13,6 @@ checkpoint keeps DCNv4's zero-initialised ``offset_mask`` (the original re-rando
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from ops_dcnv4.modules import DCNv4
@@ -60,50 +58,22 @@ class ChannelsLastDCNv4(DCNv4):
 class FlashInternImage(InternImage):
     """FlashInternImage backbone returning the NCHW features of the stages in ``out_indices`` (strides 4..32).
 
-    Arguments and defaults are the original's (``core_op='DCNv4'``, ``offset_scale=0.5``, both bias switches off);
-    ``FLASH_INTERN_IMAGE_VARIANTS`` holds the released sizes. ``with_cp``, ``frozen_stages`` and checkpoint loading
-    through ``init_cfg`` (``state_dict``/``model_ema``/``model`` wrappers, ``module.``/``backbone.`` prefixes) are
-    InternImage's.
+    Arguments are the original's: InternImage's, with the same defaults, except ``core_op='DCNv4'`` (the only
+    choice), ``offset_scale=0.5`` and the two bias switches ``mlp_fc2_bias`` / ``dcn_output_bias`` (both off; L
+    turns them on). ``FLASH_INTERN_IMAGE_VARIANTS`` holds the released sizes. ``with_cp``, ``frozen_stages`` and
+    checkpoint loading through ``init_cfg`` (``state_dict``/``model_ema``/``model`` wrappers, ``module.``/
+    ``backbone.`` prefixes, classifier heads dropped) are InternImage's.
     """
 
     core_ops = {'DCNv4': ChannelsLastDCNv4}
     checkpoint_wrapper_keys = ('state_dict', 'model_ema', 'model')  # the original's order
 
-    def __init__(self,
-                 core_op: str = 'DCNv4',
-                 channels: int = 64,
-                 depths: Sequence[int] = (3, 4, 18, 5),
-                 groups: Sequence[int] = (3, 6, 12, 24),
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.,
-                 drop_path_rate: float = 0.2,
-                 drop_path_type: str = 'linear',
-                 act_layer: str = 'GELU',
-                 norm_layer: str = 'LN',
-                 layer_scale: float | None = None,
-                 offset_scale: float = 0.5,
-                 post_norm: bool = False,
-                 with_cp: bool = False,
-                 mlp_fc2_bias: bool = False,
-                 dcn_output_bias: bool = False,
-                 dw_kernel_size: int | None = None,
-                 level2_post_norm: bool = False,
-                 level2_post_norm_block_ids: Sequence[int] | None = None,
-                 res_post_norm: bool = False,
-                 center_feature_scale: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 init_cfg: dict | None = None,
-                 **kwargs):
-        super().__init__(
-            core_op=core_op, channels=channels, depths=depths, groups=groups, mlp_ratio=mlp_ratio,
-            drop_rate=drop_rate, drop_path_rate=drop_path_rate, drop_path_type=drop_path_type, act_layer=act_layer,
-            norm_layer=norm_layer, layer_scale=layer_scale, offset_scale=offset_scale, post_norm=post_norm,
-            with_cp=with_cp, dw_kernel_size=dw_kernel_size, level2_post_norm=level2_post_norm,
-            level2_post_norm_block_ids=level2_post_norm_block_ids, res_post_norm=res_post_norm,
-            center_feature_scale=center_feature_scale, mlp_fc2_bias=bool(mlp_fc2_bias),
-            dcn_output_bias=bool(dcn_output_bias), out_indices=out_indices, frozen_stages=frozen_stages,
-            init_cfg=init_cfg, **kwargs)
+    def __init__(self, core_op: str = 'DCNv4', offset_scale: float = 0.5, mlp_fc2_bias: bool = False,
+                 dcn_output_bias: bool = False, **kwargs):
+        if 'use_dcn_v4_op' in kwargs:  # an InternImage (DCNv3) switch: DCNv4 is already the core op here
+            raise TypeError("FlashInternImage got an unexpected keyword argument 'use_dcn_v4_op'")
+        super().__init__(core_op=core_op, offset_scale=offset_scale, mlp_fc2_bias=bool(mlp_fc2_bias),
+                         dcn_output_bias=bool(dcn_output_bias), **kwargs)
 
     @classmethod
     def from_variant(cls, name: str, **overrides) -> FlashInternImage:
