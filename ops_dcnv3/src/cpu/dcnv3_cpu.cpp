@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../dcnv3.h"
+#include "dcnv3_cpu_dispatch.h"
 
 namespace dcnv3 {
 
@@ -21,8 +22,7 @@ namespace dcnv3 {
 #undef DCNV3_CPU_TARGET
 #undef DCNV3_CPU_VECTOR_BYTES
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define DCNV3_HAVE_AVX2_BUILD 1
+#ifdef DCNV3_HAVE_AVX2_BUILD
 #define DCNV3_CPU_NS avx2
 #define DCNV3_CPU_TARGET __attribute__((target("avx2,fma")))
 #define DCNV3_CPU_VECTOR_BYTES 32
@@ -34,27 +34,8 @@ namespace dcnv3 {
 
 namespace {
 
-bool use_avx2() {
-#ifdef DCNV3_HAVE_AVX2_BUILD
-  // DCNV3_CPU_ISA=baseline forces the portable loops (tests compare both builds of the kernels).
-  const char* forced = std::getenv("DCNV3_CPU_ISA");
-  if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-// Calls fn.template operator()<GC>() with the group_channels specialisation compiled for it (0 = any size).
-template <typename Fn>
-void dispatch_group_channels(int group_channels, Fn&& fn) {
-  switch (group_channels) {
-    case 8: fn(std::integral_constant<int, 8>()); break;
-    case 16: fn(std::integral_constant<int, 16>()); break;
-    case 32: fn(std::integral_constant<int, 32>()); break;
-    default: fn(std::integral_constant<int, 0>()); break;
-  }
-}
+// DCNV3_CPU_ISA=baseline forces the portable loops.
+bool use_avx2() { return dcnv3::use_avx2("DCNV3_CPU_ISA"); }
 
 template <typename scalar_t, typename acc_t, int GC>
 void run_forward(bool avx2, const Geometry& geo, const scalar_t* input, const scalar_t* offset,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../dcnv4.h"
+#include "cpu/dcnv3_cpu_dispatch.h"
 
 namespace dcnv3 {
 
@@ -24,8 +25,7 @@ namespace dcnv3 {
 #undef DCNV3_CPU_TARGET
 #undef DCNV3_CPU_VECTOR_BYTES
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define DCNV4_HAVE_AVX2_BUILD 1
+#ifdef DCNV3_HAVE_AVX2_BUILD
 #define DCNV3_CPU_NS dcnv4_avx2
 #define DCNV3_CPU_TARGET __attribute__((target("avx2,fma")))
 #define DCNV3_CPU_VECTOR_BYTES 32
@@ -41,32 +41,15 @@ namespace dcnv3 {
 namespace dcnv4 {
 namespace {
 
-bool use_avx2() {
-#ifdef DCNV4_HAVE_AVX2_BUILD
-  // DCNV4_CPU_ISA=baseline forces the portable loops (tests compare both builds of the kernels).
-  const char* forced = std::getenv("DCNV4_CPU_ISA");
-  if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
+// DCNV4_CPU_ISA=baseline forces the portable loops.
+bool use_avx2() { return dcnv3::use_avx2("DCNV4_CPU_ISA"); }
 
-// Calls fn(std::integral_constant<int, GC>) with the group_channels specialisation compiled for it (0 = any size).
-template <typename Fn>
-void dispatch_group_channels(int group_channels, Fn&& fn) {
-  switch (group_channels) {
-    case 8: fn(std::integral_constant<int, 8>()); break;
-    case 16: fn(std::integral_constant<int, 16>()); break;
-    case 32: fn(std::integral_constant<int, 32>()); break;
-    default: fn(std::integral_constant<int, 0>()); break;
-  }
-}
+using dcnv3::dispatch_group_channels;
 
 template <typename scalar_t, typename acc_t, int GC>
 void run_forward(bool avx2, const Geometry& geo, const scalar_t* input, const scalar_t* offset_mask,
                  scalar_t* output, int64_t n, int row_begin, int row_end) {
-#ifdef DCNV4_HAVE_AVX2_BUILD
+#ifdef DCNV3_HAVE_AVX2_BUILD
   if (avx2)
     return dcnv3::dcnv4_avx2::dcnv4_forward_rows<scalar_t, acc_t, GC>(geo, input, offset_mask, output, n,
                                                                       row_begin, row_end);
@@ -79,7 +62,7 @@ template <typename scalar_t, typename acc_t, int GC>
 void run_backward(bool avx2, const Geometry& geo, const scalar_t* input_g, const scalar_t* offset_mask,
                   const scalar_t* grad_output, acc_t* grad_input_g, scalar_t* grad_offset_mask, int64_t n, int g,
                   int row_begin, int row_end) {
-#ifdef DCNV4_HAVE_AVX2_BUILD
+#ifdef DCNV3_HAVE_AVX2_BUILD
   if (avx2)
     return dcnv3::dcnv4_avx2::dcnv4_backward_slice<scalar_t, acc_t, GC>(
         geo, input_g, offset_mask, grad_output, grad_input_g, grad_offset_mask, n, g, row_begin, row_end);
@@ -87,6 +70,15 @@ void run_backward(bool avx2, const Geometry& geo, const scalar_t* input_g, const
   dcnv3::dcnv4_baseline::dcnv4_backward_slice<scalar_t, acc_t, GC>(geo, input_g, offset_mask, grad_output,
                                                                    grad_input_g, grad_offset_mask, n, g, row_begin,
                                                                    row_end);
+}
+
+// Multiply-adds a task should have before waking another thread pays off: small calls (tiny maps, gradcheck) run
+// inline instead of paying a parallel region per call, which is costly on a busy machine.
+constexpr int64_t kMinTaskWork = int64_t(1) << 16;
+
+// Per (output pixel, group): four corners of each point, over the group's channels.
+int64_t work_per_pixel_group(const Geometry& geo) {
+  return std::max<int64_t>(1, int64_t(4) * geo.kernel_points() * geo.group_channels);
 }
 
 }  // namespace
@@ -106,7 +98,8 @@ at::Tensor cpu_forward(const at::Tensor& input, const at::Tensor& offset_mask, c
     dispatch_group_channels(geo.group_channels, [&](auto gc_constant) {
       constexpr int GC = decltype(gc_constant)::value;
       // Tasks are runs of output rows (of the flattened (n, h_out)); every output element is written by one task.
-      at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      const int64_t row_work = work_per_pixel_group(geo) * geo.width_out * geo.group;
+      at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskWork / row_work), [&](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end;) {
           const int64_t n = row / geo.height_out;
           const int row_begin = static_cast<int>(row % geo.height_out);
@@ -122,7 +115,7 @@ at::Tensor cpu_forward(const at::Tensor& input, const at::Tensor& offset_mask, c
 }
 
 // Backward without atomics. Group g of sample n only scatters into grad_input[n, :, :, g*D:(g+1)*D], so with at
-// least as many (sample, group) slices as threads each task owns whole slices; with fewer (one image, few groups)
+// least as many (sample, group) slices as useful threads each task owns whole slices; with fewer (one image, few groups)
 // the output rows are split among threads instead, each scattering into a private zeroed buffer, summed afterwards.
 // Either way each grad_offset_mask entry of (pixel, group, point) is written by exactly one task, and the result does
 // not depend on the number of threads. The input and its gradient are handled in group-major layout (N, G, H, W, D).
@@ -139,7 +132,10 @@ std::vector<at::Tensor> cpu_backward(const at::Tensor& input, const at::Tensor& 
   at::Tensor grad_input_gm = at::zeros(input_gm.sizes(), input.options().dtype(acc_type));
   const int64_t slice_size = static_cast<int64_t>(geo.height_in) * geo.width_in * gc;
   const int64_t slices = geo.batch * geo.group;
-  const int threads = at::get_num_threads();
+  // Backward work per (pixel, group) is about twice the forward's (a dot product and an axpy per corner).
+  const int64_t slice_work = 2 * work_per_pixel_group(geo) * geo.height_out * geo.width_out;
+  const int threads = static_cast<int>(
+      std::clamp<int64_t>(slice_work * slices / kMinTaskWork, 1, std::max(1, at::get_num_threads())));
   const bool avx2 = use_avx2();
 
   if (grad_offset_mask.numel() > 0 && input.numel() > 0) {
@@ -163,7 +159,8 @@ std::vector<at::Tensor> cpu_backward(const at::Tensor& input, const at::Tensor& 
         };
         acc_t* grad_ptr = grad_input_gm.mutable_data_ptr<acc_t>();
         if (slices >= threads) {
-          at::parallel_for(0, slices, 1, [&](int64_t begin, int64_t end) {
+          const int64_t grain = std::max<int64_t>(1, kMinTaskWork / slice_work);
+          at::parallel_for(0, slices, grain, [&](int64_t begin, int64_t end) {
             run_slices(grad_ptr, begin, end, 0, geo.height_out);
           });
         } else {
