@@ -31,7 +31,7 @@ if __name__ == '__main__':
     os.chdir(HERE)  # sources are given relative to this file
     ext_modules, cmdclass = _dcnv3_build_helpers().make_extensions(
         name='ops_dcnv4._C',
-        sources=('src/vision.cpp', 'src/cpu/dcnv4_cpu.cpp', 'src/cpu/dcnv4_cuda_harness.cpp'),
+        sources=('src/vision.cpp', 'src/cpu/dcnv4_cpu.cpp', 'src/cpu/dcnv4_cuda_bodies_host.cpp'),
         cuda_sources=('src/cuda/dcnv4_cuda.cu',),
         include_dirs=(os.path.join(DCNV3_DIR, 'src'), os.path.join(HERE, 'src')),
         force_cpu_env='DCNV4_FORCE_CPU')

@@ -38,8 +38,8 @@ def run(core: str, x: torch.Tensor, offset_mask: torch.Tensor, grad_out: torch.T
     start = time.perf_counter()
     if core == 'cuda bodies':
         ext = load_extension()
-        out = ext.cuda_bodies_forward(x, offset_mask, *args, 64, int(rc))
-        results = [out, *ext.cuda_bodies_backward(x, offset_mask, grad_out, *args, 64, int(rc))]
+        out = ext.cuda_bodies_forward_host(x, offset_mask, *args, 64, int(rc))
+        results = [out, *ext.cuda_bodies_backward_host(x, offset_mask, grad_out, *args, 64, int(rc))]
     else:
         inputs = [t.clone().requires_grad_() for t in (x, offset_mask)]
         if core == 'pytorch':

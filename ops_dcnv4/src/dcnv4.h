@@ -19,10 +19,10 @@ std::vector<at::Tensor> cpu_backward(const at::Tensor& input, const at::Tensor& 
 // Name of the CPU code path in use ("avx2" or "baseline").
 std::string cpu_isa();
 
-// The CUDA kernels' per-thread bodies (cuda/dcnv4_cuda_bodies.h) run on the CPU over every thread index, with a
+// The CUDA kernels' per-thread bodies (common/dcnv4_cuda_bodies.h) run on the CPU over every thread index, with a
 // host atomic add standing in for atomicAdd: tests check the CUDA code paths on machines without a GPU.
-at::Tensor cuda_bodies_forward_on_cpu(const at::Tensor& input, const at::Tensor& offset_mask, const Geometry& geo);
-std::vector<at::Tensor> cuda_bodies_backward_on_cpu(const at::Tensor& input, const at::Tensor& offset_mask,
+at::Tensor cuda_bodies_forward_host(const at::Tensor& input, const at::Tensor& offset_mask, const Geometry& geo);
+std::vector<at::Tensor> cuda_bodies_backward_host(const at::Tensor& input, const at::Tensor& offset_mask,
                                                     const at::Tensor& grad_output, const Geometry& geo);
 
 #ifdef WITH_CUDA

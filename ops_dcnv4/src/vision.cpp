@@ -129,18 +129,18 @@ std::vector<at::Tensor> backward(const at::Tensor& input_, const at::Tensor& off
   return cpu_backward(input, offset_mask, grad_output, geo);
 }
 
-at::Tensor bodies_forward(const at::Tensor& input_, const at::Tensor& offset_mask_, DCNV4_GEOMETRY_PARAMS) {
+at::Tensor bodies_forward_host(const at::Tensor& input_, const at::Tensor& offset_mask_, DCNV4_GEOMETRY_PARAMS) {
   const Geometry geo = make_geometry(input_, offset_mask_, DCNV4_GEOMETRY_ARGS);
   TORCH_CHECK(input_.is_cpu(), "dcnv4: the CUDA-bodies harness runs on CPU tensors, got device ", input_.device());
-  return cuda_bodies_forward_on_cpu(input_.contiguous(), offset_mask_.contiguous(), geo);
+  return cuda_bodies_forward_host(input_.contiguous(), offset_mask_.contiguous(), geo);
 }
 
-std::vector<at::Tensor> bodies_backward(const at::Tensor& input_, const at::Tensor& offset_mask_,
+std::vector<at::Tensor> bodies_backward_host(const at::Tensor& input_, const at::Tensor& offset_mask_,
                                         const at::Tensor& grad_output_, DCNV4_GEOMETRY_PARAMS) {
   const Geometry geo = make_geometry(input_, offset_mask_, DCNV4_GEOMETRY_ARGS);
   check_grad_output(grad_output_, input_, geo);
   TORCH_CHECK(input_.is_cpu(), "dcnv4: the CUDA-bodies harness runs on CPU tensors, got device ", input_.device());
-  return cuda_bodies_backward_on_cpu(input_.contiguous(), offset_mask_.contiguous(), grad_output_.contiguous(), geo);
+  return cuda_bodies_backward_host(input_.contiguous(), offset_mask_.contiguous(), grad_output_.contiguous(), geo);
 }
 
 }  // namespace dcnv4
@@ -152,9 +152,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dcnv4_backward", &dcnv4::backward,
         "DCNv4 backward (input, offset_mask, grad_output, the forward's 13 arguments) -> "
         "[grad_input, grad_offset_mask]");
-  m.def("cuda_bodies_forward", &dcnv4::bodies_forward,
+  m.def("cuda_bodies_forward_host", &dcnv4::bodies_forward_host,
         "The CUDA forward kernel's per-thread body run on the CPU over every thread index (dcnv4_forward's arguments)");
-  m.def("cuda_bodies_backward", &dcnv4::bodies_backward,
+  m.def("cuda_bodies_backward_host", &dcnv4::bodies_backward_host,
         "The CUDA backward kernel's per-thread body run on the CPU, host atomics (dcnv4_backward's arguments)");
   m.def("cpu_isa", &dcnv4::cpu_isa, "CPU code path in use: 'avx2' or 'baseline'");
 #ifdef WITH_CUDA

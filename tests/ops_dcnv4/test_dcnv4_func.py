@@ -17,8 +17,17 @@ from ops_dcnv4.functions import (
     dcnv4_core_pytorch,
     extension_available,
     load_extension,
-    offset_mask_channels,
     pack_offset_mask,
+)
+from tests.ops_dcnv4.dcnv4_cases import (
+    HALF_TOLERANCE,
+    KERNEL_CASES,
+    KERNEL_IDS,
+    assert_results_close,
+    case_args,
+    float64_kernel_on_rounded_inputs,
+    make_case,
+    run_core,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,22 +75,6 @@ def naive_dcnv4(inp, offset_mask, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, off
                             acc = acc + m * value
                     out[n, ho, wo, g * gc:(g + 1) * gc] = acc
     return out
-
-
-def output_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
-
-
-def make_case(N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, remove_center=False, offset_std=2.0,
-              dtype=torch.float64):
-    """Random input and packed offset_mask; the mask is raw (signed, not normalised) as DCNv4 allows."""
-    Ho, Wo = output_size(H, kh, sh, ph, dh), output_size(W, kw, sw, pw, dw)
-    x = torch.randn(N, H, W, group * gc, dtype=dtype)
-    offset_mask = torch.randn(N, Ho, Wo, offset_mask_channels(group, kh, kw, remove_center), dtype=dtype)
-    K = kh * kw - int(remove_center)
-    per_group = offset_mask[..., :group * 3 * K].view(N, Ho, Wo, group, 3 * K)
-    per_group[..., :2 * K] *= offset_std
-    return x, offset_mask
 
 
 # (N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, offset_scale, remove_center)
@@ -216,77 +209,6 @@ def test_function_falls_back_to_the_reference_with_one_warning(monkeypatch):
     assert x.grad is not None and offset_mask.grad is not None
 
 
-# Kernel geometries: group_channels 8/16/32 (the register specialisations) and others (the generic loops), kernel 3
-# and 5 with and without the centre, stride, dilation, (uneven) padding, odd sizes, samples pushed out of the image.
-# (N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, offset_scale, remove_center, offset_std)
-KERNEL_CASES = [
-    (2, 9, 11, 4, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, False, 2.0),
-    (1, 10, 7, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, True, 2.0),
-    (3, 8, 9, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1.0, False, 2.0),
-    (2, 11, 10, 2, 32, 5, 5, 1, 1, 2, 2, 1, 1, 0.5, True, 2.0),
-    (1, 12, 13, 3, 24, 3, 3, 1, 1, 2, 2, 2, 2, 2.0, True, 1.0),
-    (2, 9, 8, 2, 8, 5, 3, 2, 1, 0, 2, 1, 2, 0.5, False, 3.0),
-    (1, 7, 10, 5, 5, 3, 5, 1, 2, 1, 0, 2, 1, 1.5, True, 2.0),
-    (2, 6, 5, 4, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1.0, False, 8.0),  # offsets push most samples outside the image
-]
-KERNEL_IDS = [f'case{i}' for i in range(len(KERNEL_CASES))]
-
-
-def _case_args(case):
-    N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, osc, rc, std = case
-    return (kh, kw, sh, sw, ph, pw, dh, dw, group, gc, osc)
-
-
-def run_core(core, case, dtype, device='cpu', im2col_step=64):
-    """[output, grad_input, grad_offset_mask] of one core on the case, with a fixed random upstream gradient."""
-    N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, osc, rc, std = case
-    torch.manual_seed(0)
-    x, offset_mask = make_case(N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, rc, std, torch.float64)
-    x, offset_mask = x.to(device, dtype), offset_mask.to(device, dtype)
-    args = _case_args(case)
-    grad_gen = torch.Generator().manual_seed(1)
-    if core == 'cuda_bodies':  # the CUDA kernels' per-thread bodies, run on the CPU by the harness
-        ext = load_extension()
-        out = ext.cuda_bodies_forward(x, offset_mask, *args, im2col_step, int(rc))
-        grad_out = torch.randn(out.shape, generator=grad_gen, dtype=torch.float64).to(dtype)
-        return [out, *ext.cuda_bodies_backward(x, offset_mask, grad_out, *args, im2col_step, int(rc))]
-    inputs = [t.clone().requires_grad_() for t in (x, offset_mask)]
-    if core == 'reference':
-        out = dcnv4_core_pytorch(*inputs, *args, rc)
-    else:
-        out = DCNv4Function.apply(*inputs, *args, im2col_step, rc)
-    grad_out = torch.randn(out.shape, generator=grad_gen, dtype=torch.float64).to(device, dtype)
-    out.backward(grad_out)
-    return [out.detach()] + [t.grad for t in inputs]
-
-
-def assert_results_close(got, expected, tol):
-    for name, a, b in zip(('output', 'grad_input', 'grad_offset_mask'), got, expected):
-        assert a.dtype == b.dtype, name
-        torch.testing.assert_close(a.cpu().double(), b.cpu().double(), rtol=tol, atol=tol,
-                                   msg=lambda m, name=name: f'{name}: {m}')
-
-
-def float64_kernel_on_rounded_inputs(case, dtype):
-    """Expected half / bfloat16 results: the float64 CPU kernel (checked against the reference above) on the values of
-    the low-precision inputs, rounded to that dtype.
-
-    Not the grid_sample reference: rounded offsets often put samples exactly on pixel rows or columns, where the
-    offset gradient jumps, and the reference's normalised coordinates land on either side of them by rounding.
-    """
-    N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, osc, rc, std = case
-    torch.manual_seed(0)
-    x, offset_mask = make_case(N, H, W, group, gc, kh, kw, sh, sw, ph, pw, dh, dw, rc, std, torch.float64)
-    inputs = [t.to(dtype).double().requires_grad_() for t in (x, offset_mask)]
-    out = DCNv4Function.apply(*inputs, *_case_args(case), 64, rc)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out.backward(grad_out.to(dtype).double())
-    return [out.detach().to(dtype)] + [t.grad.to(dtype) for t in inputs]
-
-
-HALF_TOLERANCE = {torch.float16: 3e-2, torch.bfloat16: 2e-1}
-
-
 @needs_extension
 @pytest.mark.parametrize('case', NAIVE_CASES[:3])
 def test_kernel_matches_naive_loop(case):
@@ -331,21 +253,15 @@ def test_kernel_gradcheck_float64_kernel5_stride_dilation_uneven_padding():
 
 
 @needs_extension
-@pytest.mark.parametrize('core', ['kernel', 'cuda_bodies'])
-def test_padding_channels_not_read_and_zero_gradient(core):
+def test_kernel_padding_channels_not_read_and_zero_gradient():
     case = (1, 6, 7, 1, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1.0, False, 2.0)  # 27 used channels of 32
     x, offset_mask = make_case(*case[:13], remove_center=False)
-    args = _case_args(case)
-    grad_out = torch.randn(1, 6, 7, 16, dtype=torch.float64)
+    args = case_args(case)
     poisoned = offset_mask.clone()
     poisoned[..., 27:] = float('nan')
     ext = load_extension()
-    if core == 'kernel':
-        out = ext.dcnv4_forward(x, poisoned, *args, 64, 0)
-        grads = ext.dcnv4_backward(x, poisoned, grad_out, *args, 64, 0)
-    else:
-        out = ext.cuda_bodies_forward(x, poisoned, *args, 64, 0)
-        grads = ext.cuda_bodies_backward(x, poisoned, grad_out, *args, 64, 0)
+    out = ext.dcnv4_forward(x, poisoned, *args, 64, 0)
+    grads = ext.dcnv4_backward(x, poisoned, torch.randn_like(out), *args, 64, 0)
     torch.testing.assert_close(out, dcnv4_core_pytorch(x, offset_mask, *args))
     assert torch.all(grads[1][..., 27:] == 0)
     assert torch.isfinite(grads[0]).all() and torch.isfinite(grads[1]).all()
@@ -413,10 +329,10 @@ def test_empty_batch():
 
 
 @needs_extension
-@pytest.mark.parametrize('entry', ['dcnv4', 'cuda_bodies'])
+@pytest.mark.parametrize('entry', ['dcnv4_{}', 'cuda_bodies_{}_host'])
 def test_compiled_entry_points_check_arguments_too(entry):
     ext = load_extension()
-    forward, backward = getattr(ext, f'{entry}_forward'), getattr(ext, f'{entry}_backward')
+    forward, backward = getattr(ext, entry.format('forward')), getattr(ext, entry.format('backward'))
     x, offset_mask = make_case(1, 6, 7, 2, 8, 3, 3, 1, 1, 1, 1, 1, 1)
     geometry = (3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 64)
     cases = [
@@ -434,73 +350,6 @@ def test_compiled_entry_points_check_arguments_too(entry):
         assert '\n' not in str(error.value).strip(), str(error.value)
 
 
-# --- The CUDA kernels' per-thread bodies, run on the CPU by the harness compiled into the extension --------------
-
-@needs_extension
-@pytest.mark.parametrize('case', KERNEL_CASES, ids=KERNEL_IDS)
-@pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=['float64', 'float32'])
-def test_cuda_bodies_on_cpu_match_reference(case, dtype, tol):
-    assert_results_close(run_core('cuda_bodies', case, dtype), run_core('reference', case, dtype), tol)
-
-
-@needs_extension
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize('case', [KERNEL_CASES[1], KERNEL_CASES[5]], ids=['remove_center', 'k5x3_stride'])
-def test_cuda_bodies_on_cpu_half_precision(case, dtype):
-    assert_results_close(run_core('cuda_bodies', case, dtype), float64_kernel_on_rounded_inputs(case, dtype),
-                         HALF_TOLERANCE[dtype])
-
-
-# --- The real CUDA kernel (needs a GPU and an extension built with CUDA) -------------------------------------------
-
-def _cuda_skip_reason():
-    if not torch.cuda.is_available():
-        return 'no CUDA device visible (torch.cuda.is_available() is False)'
-    if not extension_available():
-        return 'ops_dcnv4._C is not built (make setup)'
-    if not load_extension().with_cuda:
-        return 'ops_dcnv4._C was built without CUDA (rebuild where nvcc and a CUDA torch are present)'
-    return None
-
-
-def cuda_test(test):
-    """Marks a test `cuda` (selected by `pytest -m cuda` and by `-k cuda`) and skips it, saying why, without a GPU."""
-    reason = _cuda_skip_reason()
-    return pytest.mark.cuda(pytest.mark.skipif(reason is not None, reason=str(reason))(test))
-
-
-@pytest.mark.parametrize('case', KERNEL_CASES, ids=KERNEL_IDS)
-@pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=['float64', 'float32'])
-@cuda_test
-def test_cuda_kernel_matches_cpu_kernel_and_reference(case, dtype, tol):
-    cuda = run_core('kernel', case, dtype, device='cuda')
-    assert all(t.is_cuda for t in cuda)
-    assert_results_close(cuda, run_core('reference', case, dtype), tol)
-    assert_results_close(cuda, run_core('kernel', case, dtype), tol)
-
-
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize('case', [KERNEL_CASES[1], KERNEL_CASES[3]], ids=['remove_center', 'k5'])
-@cuda_test
-def test_cuda_kernel_half_precision(case, dtype):
-    assert_results_close(run_core('kernel', case, dtype, device='cuda'), float64_kernel_on_rounded_inputs(case, dtype),
-                         HALF_TOLERANCE[dtype])
-
-
-@cuda_test
-def test_cuda_kernel_gradcheck_float64_and_padding_gradient():
-    x, offset_mask = make_case(2, 4, 3, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, True, offset_std=1.5)
-    inputs = (x.cuda().requires_grad_(), offset_mask.cuda().requires_grad_())
-    assert torch.autograd.gradcheck(
-        lambda a, b: DCNv4Function.apply(a, b, 3, 3, 1, 1, 1, 1, 1, 1, 2, 3, 1.3, 64, True), inputs,
-        eps=1e-6, atol=1e-6, rtol=1e-5)
-    x, offset_mask = make_case(1, 6, 7, 1, 16, 3, 3, 1, 1, 1, 1, 1, 1)  # 27 used channels of 32
-    offset_mask[..., 27:] = float('nan')
-    ext = load_extension()
-    out = ext.dcnv4_forward(x.cuda(), offset_mask.cuda(), 3, 3, 1, 1, 1, 1, 1, 1, 1, 16, 1.0, 64, 0)
-    grads = ext.dcnv4_backward(x.cuda(), offset_mask.cuda(), torch.ones_like(out), 3, 3, 1, 1, 1, 1, 1, 1, 1, 16,
-                               1.0, 64, 0)
-    assert torch.isfinite(out).all() and torch.all(grads[1][..., 27:] == 0) and torch.isfinite(grads[1]).all()
 
 
 def test_package_imports_and_runs_without_the_extension_warning_once():

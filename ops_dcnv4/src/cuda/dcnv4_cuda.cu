@@ -1,4 +1,4 @@
-// DCNv4 CUDA kernel: thin __global__ grid-stride loops over the per-thread bodies in dcnv4_cuda_bodies.h (the same
+// DCNv4 CUDA kernel: thin __global__ grid-stride loops over the per-thread bodies in common/dcnv4_cuda_bodies.h (the same
 // bodies the CPU harness runs in the test suite); the sampling math is common/dcnv3_math.h, as for the CPU kernel.
 //
 // forward:  one thread per output element (pixel, group, channel).
@@ -15,7 +15,7 @@
 #include <algorithm>
 
 #include "../dcnv4.h"
-#include "dcnv4_cuda_bodies.h"
+#include "../common/dcnv4_cuda_bodies.h"
 
 namespace dcnv4 {
 namespace {

@@ -1,7 +1,7 @@
 // Per-thread bodies of the DCNv4 CUDA kernels, as host-and-device functions: dcnv4_cuda.cu wraps each in a thin
-// __global__ grid-stride loop, and cpu/dcnv4_cuda_harness.cpp runs the very same bodies on the CPU over every thread
+// __global__ grid-stride loop, and cpu/dcnv4_cuda_bodies_host.cpp runs the very same bodies on the CPU over every thread
 // index (with a host atomic add for atomicAdd), so the CPU test suite covers the CUDA code paths except the launch.
-// The sampling math is DCNv3's (common/dcnv3_math.h).
+// The sampling math is DCNv3's (ops_dcnv3/src/common/dcnv3_math.h).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// CPU harness of the CUDA kernels' per-thread bodies (cuda/dcnv4_cuda_bodies.h): every thread index of the CUDA
+// Host harness of the CUDA kernels' per-thread bodies (common/dcnv4_cuda_bodies.h): every thread index of the CUDA
 // launch is run here, in parallel, with std::atomic_ref's fetch_add standing in for atomicAdd. The outputs must
 // equal the reference's (tests/ops_dcnv4, tests named *cuda*): what the CUDA kernel computes, short of its launch.
 #include <ATen/Dispatch.h>
@@ -9,7 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "../cuda/dcnv4_cuda_bodies.h"
+#include "../common/dcnv4_cuda_bodies.h"
 #include "../dcnv4.h"
 
 namespace dcnv4 {
@@ -24,7 +24,7 @@ struct HostAtomicAdd {
 
 }  // namespace
 
-at::Tensor cuda_bodies_forward_on_cpu(const at::Tensor& input, const at::Tensor& offset_mask, const Geometry& geo) {
+at::Tensor cuda_bodies_forward_host(const at::Tensor& input, const at::Tensor& offset_mask, const Geometry& geo) {
   auto output = at::empty({geo.batch, geo.height_out, geo.width_out, geo.channels()}, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv4_cuda_bodies_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -40,7 +40,7 @@ at::Tensor cuda_bodies_forward_on_cpu(const at::Tensor& input, const at::Tensor&
   return output;
 }
 
-std::vector<at::Tensor> cuda_bodies_backward_on_cpu(const at::Tensor& input, const at::Tensor& offset_mask,
+std::vector<at::Tensor> cuda_bodies_backward_host(const at::Tensor& input, const at::Tensor& offset_mask,
                                                     const at::Tensor& grad_output, const Geometry& geo) {
   // NaN in every entry first, so an entry the bodies fail to write shows up; the padding tail is zeroed as the CUDA
   // launcher does.
