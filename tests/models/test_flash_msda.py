@@ -104,7 +104,8 @@ def test_runs_inside_a_dino_decoder_layer():
         attn_cfgs=[dict(type='MultiheadAttention', embed_dims=EMBED, num_heads=HEADS, dropout=0.0),
                    dict(type='FlashMultiScaleDeformableAttention', embed_dims=EMBED, num_heads=HEADS,
                         num_levels=LEVELS, num_points=POINTS, dropout=0.0, use_softmax=True)],
-        feedforward_channels=64, ffn_dropout=0.0,
+        feedforward_channels=64,
+        ffn_cfgs=dict(type='FFN', embed_dims=EMBED, feedforward_channels=64, num_fcs=2, ffn_drop=0.0),
         operation_order=('self_attn', 'norm', 'cross_attn', 'norm', 'ffn', 'norm')))
     assert isinstance(layer.attentions[1], FlashMultiScaleDeformableAttention)
     args = inputs(box_references=True)
