@@ -6,6 +6,7 @@ passed along), the bias switches of the DCN output projection and of the MLP's f
 and parameter names reproduce the released FlashInternImage checkpoints' keys (docs/checkpoints.md).
 
 Importable with torch (+ timm) alone; registration into mmdet's BACKBONES happens in ``backbones/__init__.py``.
+Construction timm-style: ``FlashInternImage.from_variant('T', out_indices=(1, 2, 3))``.
 Deviations from the original (docs/deviations.md): ``layer_scale=None`` works (the original calls the DCN with a
 wrong signature and raises TypeError); non-square feature maps always work (the spatial shape is passed to every
 DCNv4 call; the original's module guesses a square map when it is omitted); ``init_weights()`` without a
@@ -66,6 +67,7 @@ class FlashInternImage(InternImage):
     """
 
     core_ops = {'DCNv4': ChannelsLastDCNv4}
+    variants = FLASH_INTERN_IMAGE_VARIANTS  # FlashInternImage.from_variant('T'..'L')
     checkpoint_wrapper_keys = ('state_dict', 'model_ema', 'model')  # the original's order
 
     def __init__(self, core_op: str = 'DCNv4', offset_scale: float = 0.5, mlp_fc2_bias: bool = False,
@@ -74,11 +76,3 @@ class FlashInternImage(InternImage):
             raise TypeError("FlashInternImage got an unexpected keyword argument 'use_dcn_v4_op'")
         super().__init__(core_op=core_op, offset_scale=offset_scale, mlp_fc2_bias=bool(mlp_fc2_bias),
                          dcn_output_bias=bool(dcn_output_bias), **kwargs)
-
-    @classmethod
-    def from_variant(cls, name: str, **overrides) -> FlashInternImage:
-        """Build a released size (``'T'``, ``'S'``, ``'B'`` or ``'L'``), optionally overriding arguments."""
-        if name not in FLASH_INTERN_IMAGE_VARIANTS:
-            raise ValueError(f'FlashInternImage: variant must be one of {list(FLASH_INTERN_IMAGE_VARIANTS)}, '
-                             f'got {name!r}')
-        return cls(**{**FLASH_INTERN_IMAGE_VARIANTS[name], **overrides})
