@@ -64,6 +64,24 @@ def test_backbones_build_and_run_without_mmcv_and_mmdet():
                                      '[(1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)]')
 
 
+def test_flash_intern_image_builds_and_runs_without_mmcv_and_mmdet():
+    result = run_blocked('''
+        import warnings
+        import torch
+        from mmdet_custom.models.backbones.flash_intern_image import FlashInternImage
+        from ops_dcnv4.modules import DCNv4
+        assert not any(name.split('.')[0] in ('mmcv', 'mmdet', 'mmcv_custom') for name in sys.modules)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            model = FlashInternImage.from_variant('T', depths=[1, 1, 1, 1]).eval()
+            model.init_weights()
+        with torch.no_grad():
+            print([tuple(o.shape) for o in model(torch.randn(1, 3, 64, 96))])
+    ''')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[(1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)]'
+
+
 @pytest.mark.parametrize('test_module', ['tests/ops_dcnv3/test_dcnv3_cuda.py', 'tests/models/test_intern_image_cuda.py',
                                          'tests/ops_dcnv3/test_dcnv3_cuda_bodies.py'])
 def test_cuda_test_modules_import_without_mmcv_and_mmdet(test_module):
@@ -87,5 +105,6 @@ def test_installed_stack_still_registers_the_backbones():
         pytest.skip('mmcv/mmdet are not installed here: nothing is registered')
     from mmdet.models.builder import BACKBONES
 
-    from mmdet_custom.models.backbones import CBInternImage, InternImage
+    from mmdet_custom.models.backbones import CBInternImage, FlashInternImage, InternImage
     assert BACKBONES.get('InternImage') is InternImage and BACKBONES.get('CBInternImage') is CBInternImage
+    assert BACKBONES.get('FlashInternImage') is FlashInternImage
