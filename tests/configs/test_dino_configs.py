@@ -217,7 +217,8 @@ def lr_scale_of(optimizer, name: str) -> tuple[float, str]:
 @pytest.mark.parametrize('name', ['dino_4scale_internimage_t_1x_coco_layer_wise_lr',
                                   'dino_4scale_internimage_h_objects365_coco_ss'])
 def test_layer_wise_lr_decay_on_the_dino_model(name):
-    """Facts 4.1: Lmax = num_layers + 2; scale = rate ** (Lmax - 1 - id); level_embeds get the stem's id 0;
+    """Layer-decay rule (docs/deviations.md): Lmax = num_layers + 2; scale = rate ** (Lmax - 1 - id);
+    level_embeds get the stem's id 0;
     the transformer's sampling offsets get offset_lr_scale (1e-3 for H)."""
     from mmcv.runner import build_optimizer
     cfg = load(name)

@@ -198,7 +198,8 @@ def test_bad_paramwise_cfg_names_the_field(paramwise, field):
 @pytest.mark.parametrize('config, rate', [('cascade_internimage_l_fpn_1x_coco.py', 0.94),
                                           ('cascade_internimage_l_fpn_3x_coco.py', 0.9)])
 def test_cascade_l_configs(config, rate):
-    """Facts 4.1: stem scale 0.94^38 = 0.0952 (1x) / 0.9^38 (3x); offset_lr_scale 0.01 (3x) touches nothing."""
+    """Layer-decay rule (docs/deviations.md): stem scale 0.94^38 = 0.0952 (1x) / 0.9^38 (3x);
+    offset_lr_scale 0.01 (3x) touches nothing."""
     from mmdet.models import build_detector
     cfg = Config.fromfile(str(REPO / 'configs/coco' / config))
     with torch.device('meta'):
