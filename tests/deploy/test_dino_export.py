@@ -186,7 +186,10 @@ def test_tensorrt_config_writes_onnx_with_its_dynamic_axes(kit, dino):
     # dets: the declared axes, plus the exporter's name for its last axis (5, not inferred through the concat)
     assert {index: axes['dets'].get(index) for index in (0, 1)} == {0: 'batch', 1: 'num_dets'}
     assert [n.op_type for n in model.graph.node].count('GridSample') == GRID_SAMPLES
-    assert not [n for n in model.graph.node if n.domain not in ('', 'ai.onnx')]   # no plugin needed for DINO
+    # For TensorRT, mmdeploy rewrites GroupNorm (the neck's) into its own TRTInstanceNormalization plugin, as for the
+    # R-CNN configs; the deformable attention and DCNv3 need no plugin.
+    custom_ops = {n.op_type for n in model.graph.node if n.domain not in ('', 'ai.onnx')}
+    assert custom_ops <= {'TRTInstanceNormalization'}, custom_ops
 
 
 def test_tensorrt_detection_config_values():
