@@ -82,6 +82,8 @@ HEAD_GRADIENTS = ('backbone.patch_embed.conv1.weight', 'neck.convs.0.conv.weight
                   'bbox_head.transformer.encoder.layers.0.attentions.0.sampling_offsets.weight')
 
 
+@pytest.mark.xfail(strict=False, reason='known flaky (open in issue 15): with random weights the Hungarian matcher '
+                   'sometimes gets a NaN cost depending on which tests ran earlier in the process; passes alone')
 def test_dino_t_train_step_and_test(dino_t, tmp_path):
     dino_train_step_and_test(dino_t, tmp_path, ('backbone.levels.0.blocks.0.dcn.offset.weight',), max_per_img=100)
 
