@@ -93,7 +93,9 @@ class DinoTransformer(DeformableDetrTransformer):
 
     def init_layers(self) -> None:
         """Own layers (no ``pos_trans``/``reference_points`` of the parent)."""
-        self.level_embeds = nn.Parameter(torch.Tensor(self.num_feature_levels, self.embed_dims))
+        # drawn at construction (the parent's init_weights redraws it the same way): an uninitialised
+        # torch.Tensor here held whatever memory it got, NaN at times, in any model built without init_weights
+        self.level_embeds = nn.Parameter(torch.randn(self.num_feature_levels, self.embed_dims))
         self.enc_output = nn.Linear(self.embed_dims, self.embed_dims)
         self.enc_output_norm = nn.LayerNorm(self.embed_dims)
         self.query_embed = nn.Embedding(self.two_stage_num_proposals, self.embed_dims)
