@@ -6,6 +6,8 @@ The input is padded up to ``--size-divisor`` (-1: no padding), the detector runs
 ``get_model_complexity_info`` (which counts a multiply-add as one FLOP, like the original's README table), and for
 InternImage backbones the DCNv3 core is added as the original does: per stage i, for every block,
 5 * (H / (4 * 2^i)) * (W / (4 * 2^i)) * 9 * C_i (bilinear sampling and weighting of 9 points per output channel).
+FlashInternImage backbones get the same term, labelled DCNv4: DCNv4 samples and weights the same 9 points per output
+channel (it only drops the softmax), and the FlashInternImage repository has no get_flops.py of its own.
 """
 from __future__ import annotations
 
@@ -84,7 +86,8 @@ def dummy_forward(model):
 
 
 def count(cfg, height: int, width: int) -> dict:
-    """``{'flops', 'params', 'dcnv3_flops'}`` of the detector in ``cfg`` for a (3, height, width) input."""
+    """``{'flops', 'params', 'dcnv3_flops', 'core'}`` of the detector in ``cfg`` for a (3, height, width) input
+    (``dcnv3_flops``: the deformable sampling term, of the DCNv3 or DCNv4 ``core``)."""
     model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     if torch.cuda.is_available():
         model.cuda()
@@ -101,7 +104,8 @@ def count(cfg, height: int, width: int) -> dict:
         extra = dcnv3_flops(list(inner.depths), int(inner.channels), height, width)
         if hasattr(backbone, 'cb_modules'):
             extra *= len(backbone.cb_modules)  # every composite backbone runs the full DCNv3 stack
-    return dict(flops=int(flops) + extra, params=int(params), dcnv3_flops=extra)
+    core = 'DCNv4' if backbone is not None and type(backbone).__name__.startswith('Flash') else 'DCNv3'
+    return dict(flops=int(flops) + extra, params=int(params), dcnv3_flops=extra, core=core)
 
 
 def main(argv=None) -> dict:
@@ -114,7 +118,8 @@ def main(argv=None) -> dict:
     if requested != (height, width):
         print(f'{line}\nUse size divisor set input shape from {(3, *requested)} to {(3, height, width)}\n')
     print(f'{line}\nInput shape: {(3, height, width)}\n'
-          f'Flops: {result["flops"] / 1e9:.2f} GFLOPs (DCNv3 core: {result["dcnv3_flops"] / 1e9:.2f} GFLOPs)\n'
+          f'Flops: {result["flops"] / 1e9:.2f} GFLOPs '
+          f'({result["core"]} core: {result["dcnv3_flops"] / 1e9:.2f} GFLOPs)\n'
           f'Params: {result["params"] / 1e6:.2f} M\n{line}')
     print('!!!Please be cautious if you use the results in papers. You may need to check if all ops are supported '
           'and verify that the flops computation is correct.')

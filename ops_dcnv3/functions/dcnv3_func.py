@@ -5,6 +5,10 @@ Semantics (docs/dcnv3_operator.md): input ``(N, H, W, G*Gc)`` channels-last, ``o
 ``mask`` ``(N, H_out, W_out, G*K)``; kernel point ``k = i*kernel_h + j`` with ``i`` the column (x) index as
 the outer loop. Sampling is bilinear with zeros outside the image, and ``offset_scale`` scales both the
 regular grid displacement and the learned offset.
+
+``mask_softmax=True`` (this project's option, an extra last argument): ``mask`` holds logits and each group's
+``K`` points are weighted by their softmax. The compiled kernels fuse it (forward and backward); the PyTorch core
+applies ``torch.softmax`` first, the unfused form the kernels are tested against.
 """
 from __future__ import annotations
 
@@ -100,10 +104,17 @@ def _zero_pad_hw_for_export(input: torch.Tensor, pad_h: int, pad_w: int) -> torc
     return input
 
 
+def softmax_over_points(mask_logits: torch.Tensor, group: int) -> torch.Tensor:
+    """Softmax of channels-last mask logits (N, H, W, G*K) over each group's K points (DCNv3's mask)."""
+    N, H, W, _ = mask_logits.shape
+    return torch.softmax(mask_logits.reshape(N, H, W, group, -1), -1).reshape(N, H, W, -1)
+
+
 def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
                        kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
                        pad_h: int, pad_w: int, dilation_h: int, dilation_w: int,
-                       group: int, group_channels: int, offset_scale: float) -> torch.Tensor:
+                       group: int, group_channels: int, offset_scale: float,
+                       mask_softmax: bool = False) -> torch.Tensor:
     """Pure-PyTorch DCNv3 core built on ``F.grid_sample`` (differentiable, any floating dtype).
 
     Unlike upstream, the spatial padding is applied to the right axes (upstream pads W by pad_h and H by
@@ -112,6 +123,8 @@ def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Te
     if not torch.jit.is_tracing():   # under ONNX export the sizes are traced values: the checks would freeze them
         check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                          dilation_h, dilation_w, group, group_channels)
+    if mask_softmax:
+        mask = softmax_over_points(mask, group)
     if torch.onnx.is_in_onnx_export():
         input = _zero_pad_hw_for_export(input, pad_h, pad_w)
     else:
@@ -174,12 +187,13 @@ def extension_available() -> bool:
 
 
 class DCNv3Function(torch.autograd.Function):
-    """Autograd function over the compiled kernels; upstream's 15 arguments in upstream's order."""
+    """Autograd function over the compiled kernels; upstream's 15 arguments in upstream's order, then the optional
+    ``mask_softmax`` (``mask`` holds logits; the softmax over each group's points runs inside the kernels)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type='cuda')
     def forward(ctx, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step):
+                dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step, mask_softmax=False):
         ext = load_extension()
         if ext is None:
             raise RuntimeError(
@@ -195,10 +209,11 @@ class DCNv3Function(torch.autograd.Function):
         ctx.dilation_h, ctx.dilation_w = dilation_h, dilation_w
         ctx.group, ctx.group_channels = group, group_channels
         ctx.offset_scale, ctx.im2col_step = offset_scale, im2col_step
+        ctx.mask_softmax = bool(mask_softmax)
         input, offset, mask = input.contiguous(), offset.contiguous(), mask.contiguous()
         output = ext.dcnv3_forward(
             input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-            dilation_h, dilation_w, group, group_channels, offset_scale, ctx.im2col_step)
+            dilation_h, dilation_w, group, group_channels, offset_scale, ctx.im2col_step, ctx.mask_softmax)
         ctx.save_for_backward(input, offset, mask)
         return output
 
@@ -210,5 +225,5 @@ class DCNv3Function(torch.autograd.Function):
         grad_input, grad_offset, grad_mask = load_extension().dcnv3_backward(
             input, offset, mask, ctx.kernel_h, ctx.kernel_w, ctx.stride_h, ctx.stride_w,
             ctx.pad_h, ctx.pad_w, ctx.dilation_h, ctx.dilation_w, ctx.group, ctx.group_channels,
-            ctx.offset_scale, grad_output.contiguous(), ctx.im2col_step)
-        return (grad_input, grad_offset, grad_mask) + (None,) * 12
+            ctx.offset_scale, grad_output.contiguous(), ctx.im2col_step, ctx.mask_softmax)
+        return (grad_input, grad_offset, grad_mask) + (None,) * 13

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
-from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available, load_extension
+from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available, load_extension, softmax_over_points
 
 
 class to_channels_first(nn.Module):  # noqa: N801  (upstream's name; parameter-free)
@@ -134,6 +134,11 @@ class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
         xavier_uniform_(self.output_proj.weight.data)
         constant_(self.output_proj.bias.data, 0.)
 
+    def _sample(self, x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        """The core on the mask logits: softmax over each group's points, then ``_core`` (the compiled module fuses
+        the two)."""
+        return self._core(x, offset, softmax_over_points(mask_logits, self.group))
+
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return dcnv3_core_pytorch(
             x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
@@ -161,10 +166,9 @@ class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
         # Offsets and masks are predicted from the un-projected input; sampling happens on the projection.
         x1 = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = self.offset(x1)
-        mask = self.mask(x1).reshape(N, H, W, self.group, -1)
-        mask = torch.softmax(mask, -1).reshape(N, H, W, -1).type(x.dtype)
+        mask_logits = self.mask(x1).type(x.dtype)
 
-        x = self._core(x, offset, mask)
+        x = self._sample(x, offset, mask_logits)
         if self.center_feature_scale:
             center_feature_scale = self.center_feature_scale_module(
                 x1, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias)
@@ -186,6 +190,21 @@ class DCNv3(DCNv3_pytorch):
     """
 
     routes_dcn_v4_op = True
+
+    def _compiled_kernel_runs(self, x: torch.Tensor) -> bool:
+        """Whether ``_core`` would run the compiled DCNv3 kernel on ``x`` (and not a fallback or the DCNv4 route)."""
+        return (not self.use_dcn_v4_op and not torch.onnx.is_in_onnx_export() and extension_available()
+                and (not x.is_cuda or load_extension().with_cuda))
+
+    def _sample(self, x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        """On the compiled kernel the mask softmax is fused into it (forward and backward): no softmaxed mask
+        tensor is written and read back. Elsewhere as the parent: softmax, then ``_core``."""
+        if not self._compiled_kernel_runs(x):
+            return super()._sample(x, offset, mask_logits)
+        return DCNv3Function.apply(
+            x, offset, mask_logits, self.kernel_size, self.kernel_size, self.stride, self.stride,
+            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
+            self.offset_scale, 256, True)
 
     def _dcn_v4_core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The same sampling through ``ops_dcnv4``: DCNv4 samples as DCNv3 does but takes the mask raw, so feeding

@@ -270,13 +270,14 @@ def test_binding_docstrings_name_every_argument():
     from ops_dcnv3 import _C
     geometry = ('kernel_h', 'kernel_w', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'dilation_h', 'dilation_w',
                 'group', 'group_channels', 'offset_scale')
-    forward_args = ('input', 'offset', 'mask') + geometry + ('im2col_step',)
-    backward_args = ('input', 'offset', 'mask') + geometry + ('grad_output', 'im2col_step')
+    # upstream's arguments, then this project's optional mask_softmax (the fused softmax)
+    forward_args = ('input', 'offset', 'mask') + geometry + ('im2col_step', 'mask_softmax')
+    backward_args = ('input', 'offset', 'mask') + geometry + ('grad_output', 'im2col_step', 'mask_softmax')
     for function, names in ((_C.dcnv3_forward, forward_args), (_C.dcnv3_backward, backward_args)):
         signature = function.__doc__.splitlines()[0]
         assert [part.split(':')[0].strip() for part in signature.split('(', 1)[1].split(')')[0].split(',')] == \
             list(names)
-        assert f'({len(names)} arguments)' in function.__doc__
+        assert f'({len(names)} arguments' in function.__doc__
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

@@ -55,7 +55,7 @@ def test_count_adds_dcnv3_to_the_generic_count(helpers):
     model.forward = get_flops.dummy_forward(model)
     generic, params = get_model_complexity_info(model, (3, 64, 96), print_per_layer_stat=False, as_strings=False)
     assert result['params'] == params == sum(p.numel() for p in model.parameters())
-    assert result['dcnv3_flops'] == get_flops.dcnv3_flops([1, 1, 1, 1], 32, 64, 96) > 0
+    assert result['dcnv3_flops'] == get_flops.dcnv3_flops([1, 1, 1, 1], 32, 64, 96) > 0 and result['core'] == 'DCNv3'
     assert result['flops'] == pytest.approx(generic + result['dcnv3_flops'], rel=1e-6)
 
 
@@ -75,3 +75,11 @@ def test_internimage_t_mask_rcnn_matches_the_readme_table(helpers):
     result = get_flops.count(cfg, *get_flops.padded_shape([800, 1280], 32))
     assert round(result['params'] / 1e6) == 49
     assert round(result['flops'] / 1e9) == 270
+
+
+def test_count_labels_the_flash_internimage_sampling_term_dcnv4(helpers):
+    cfg = Config.fromfile(str(helpers.repo / 'configs/demo/mask_rcnn_flash_internimage_demo_shapes.py'))
+    result = get_flops.count(cfg, 64, 96)
+    backbone = build_detector(cfg.model).backbone
+    assert type(backbone).__name__ == 'FlashInternImage' and result['core'] == 'DCNv4'
+    assert result['dcnv3_flops'] == get_flops.dcnv3_flops(list(backbone.depths), int(backbone.channels), 64, 96) > 0

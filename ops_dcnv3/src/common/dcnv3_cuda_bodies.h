@@ -15,6 +15,10 @@
 //                          (a thread per kernel point looping over channels would hit 32 lines per instruction).
 //   backward, offset/mask  one thread per (output pixel, group, kernel point): it owns that point's offset and mask
 //                          gradients (a sum over the group's channels, done in the thread), so they need no atomics.
+//   backward, softmax      (mask_softmax only) one thread per (output pixel, group): turns its points' weight
+//                          gradients into logit gradients in place, after the offset/mask kernel.
+// With mask_softmax every thread that needs a point's weight computes its (pixel, group)'s softmax itself from the
+// logits (MaskWeights of dcnv3_math.h): a few exponentials per thread instead of a pass over memory.
 #pragma once
 
 #include <cstdint>
@@ -63,6 +67,9 @@ inline int64_t backward_input_threads(const Geometry& geo) {
 }
 inline int64_t backward_offset_mask_threads(const Geometry& geo) {
   return geo.batch * geo.height_out * geo.width_out * geo.group * geo.points();
+}
+inline int64_t backward_softmax_threads(const Geometry& geo) {
+  return geo.batch * geo.height_out * geo.width_out * geo.group;
 }
 
 // Position of a (sample, output pixel, group) triple, flattened as ((n * H_out + h_out) * W_out + w_out) * G + g:
@@ -133,13 +140,14 @@ DCNV3_HOST_DEVICE void forward_thread(const Geometry& geo, int64_t thread, const
   const scalar_t* offset_pg = offset + pixel_group * points * 2;
   const scalar_t* mask_pg = mask + pixel_group * points;
   const scalar_t* input_c = input + at.n * geo.height_in * geo.width_in * channels + at.g * gc + c0;
+  const MaskWeights<acc_t> weights(mask_pg, points, geo.mask_softmax);
   acc_t sum[PACK];
 DCNV3_UNROLL
   for (int i = 0; i < PACK; ++i) sum[i] = acc_t(0);
   for (int k = 0; k < points; ++k) {
     const Corners<acc_t> corners = point_corners<acc_t>(geo, at, k, offset_pg);
     if (!corners.inside) continue;
-    const acc_t m = static_cast<acc_t>(mask_pg[k]);
+    const acc_t m = weights(mask_pg, k);
 DCNV3_UNROLL
     for (int q = 0; q < 4; ++q) {
       if (!corners.valid[q]) continue;
@@ -168,10 +176,11 @@ DCNV3_HOST_DEVICE void backward_input_thread(const Geometry& geo, int64_t thread
   const scalar_t* offset_pg = offset + pixel_group * points * 2;
   const scalar_t* mask_pg = mask + pixel_group * points;
   acc_t* grad_input_c = grad_input + at.n * geo.height_in * geo.width_in * channels + at.g * gc + c;
+  const MaskWeights<acc_t> weights(mask_pg, points, geo.mask_softmax);
   for (int k = 0; k < points; ++k) {
     const Corners<acc_t> corners = point_corners<acc_t>(geo, at, k, offset_pg);
     if (!corners.inside) continue;
-    const acc_t scaled = static_cast<acc_t>(mask_pg[k]) * grad_out;
+    const acc_t scaled = weights(mask_pg, k) * grad_out;
 DCNV3_UNROLL
     for (int q = 0; q < 4; ++q) {
       if (corners.valid[q]) atomic_add(grad_input_c + corners.pixel[q] * channels, scaled * corners.weight[q]);
@@ -194,7 +203,8 @@ DCNV3_HOST_DEVICE void backward_offset_mask_thread(const Geometry& geo, int64_t 
   const int64_t pixel_group = thread / points;
   const PixelGroup at = decompose_pixel_group(geo, pixel_group);
   const Corners<acc_t> corners = point_corners<acc_t>(geo, at, k, offset + pixel_group * points * 2);
-  const acc_t m = static_cast<acc_t>(mask[thread]);  // thread == pixel_group * points + k
+  const scalar_t* mask_pg = mask + pixel_group * points;  // thread == pixel_group * points + k
+  const acc_t m = MaskWeights<acc_t>(mask_pg, points, geo.mask_softmax)(mask_pg, k);
   acc_t dot[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
   if (corners.inside) {
     const scalar_t* input_g = input + at.n * geo.height_in * geo.width_in * channels + at.g * gc;
@@ -217,6 +227,16 @@ DCNV3_UNROLL
   grad_offset[2 * thread] = static_cast<scalar_t>(g_dx);
   grad_offset[2 * thread + 1] = static_cast<scalar_t>(g_dy);
   grad_mask[thread] = static_cast<scalar_t>(g_mask);
+}
+
+// Softmax backward of thread `thread` < backward_softmax_threads(geo), run after backward_offset_mask_thread when
+// geo.mask_softmax: the points of (pixel, group) `thread` hold d loss / d weight and get d loss / d logit.
+template <typename scalar_t, typename acc_t>
+DCNV3_HOST_DEVICE void backward_softmax_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ mask,
+                                               scalar_t* __restrict__ grad_mask) {
+  const int points = geo.points();
+  const scalar_t* mask_pg = mask + thread * points;
+  softmax_backward(MaskWeights<acc_t>(mask_pg, points, true), mask_pg, points, grad_mask + thread * points);
 }
 
 }  // namespace dcnv3

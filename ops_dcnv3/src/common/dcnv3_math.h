@@ -29,6 +29,9 @@ struct Geometry {
   int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int group, group_channels;
   double offset_scale;
+  // The mask holds logits: each (pixel, group)'s points are weighted by the softmax of their logits, computed in
+  // the kernels (the softmax DCNv3 applies in front of the core, fused; docs/dcnv3_operator.md).
+  bool mask_softmax = false;
 
   DCNV3_HOST_DEVICE int channels() const { return group * group_channels; }
   DCNV3_HOST_DEVICE int points() const { return kernel_h * kernel_w; }
@@ -114,6 +117,50 @@ DCNV3_UNROLL
     if (c.valid[q]) value += c.weight[q] * static_cast<T>(data[c.pixel[q] * pixel_stride]);
   }
   return value;
+}
+
+// exp and max in T's own precision (a plain exp(float) may resolve to the double function on the host).
+DCNV3_HOST_DEVICE float exp_of(float x) { return expf(x); }
+DCNV3_HOST_DEVICE double exp_of(double x) { return exp(x); }
+DCNV3_HOST_DEVICE float max_of(float a, float b) { return fmaxf(a, b); }
+DCNV3_HOST_DEVICE double max_of(double a, double b) { return fmax(a, b); }
+
+// The weights of one (pixel, group)'s kernel points: the mask values themselves, or with mask_softmax their softmax
+// over the points (max-subtracted, in T), recomputed from the logits at each call instead of stored: the CUDA
+// bodies' form (a thread holds no per-point array; the CPU kernel computes a pixel's weights once, vectorised, in
+// cpu/dcnv3_cpu_kernels.h). mask_pg points at the (pixel, group)'s point 0.
+template <typename T>
+struct MaskWeights {
+  T max_logit = T(0), inv_sum = T(1);
+  bool softmax = false;
+
+  template <typename scalar_t>
+  DCNV3_HOST_DEVICE MaskWeights(const scalar_t* mask_pg, int points, bool mask_softmax) : softmax(mask_softmax) {
+    if (!softmax) return;
+    max_logit = static_cast<T>(mask_pg[0]);
+    for (int k = 1; k < points; ++k) max_logit = max_of(max_logit, static_cast<T>(mask_pg[k]));
+    T sum = T(0);
+    for (int k = 0; k < points; ++k) sum += exp_of(static_cast<T>(mask_pg[k]) - max_logit);
+    inv_sum = T(1) / sum;
+  }
+
+  template <typename scalar_t>
+  DCNV3_HOST_DEVICE T operator()(const scalar_t* mask_pg, int k) const {
+    const T value = static_cast<T>(mask_pg[k]);
+    return softmax ? exp_of(value - max_logit) * inv_sum : value;
+  }
+};
+
+// Softmax backward of one (pixel, group), in place: grad[k] holds d loss / d weight_k on entry and
+// d loss / d logit_k = weight_k * (grad[k] - sum_j weight_j * grad[j]) on return.
+template <typename T, typename scalar_t, typename grad_t>
+DCNV3_HOST_DEVICE void softmax_backward(const MaskWeights<T>& weights, const scalar_t* mask_pg, int points,
+                                        grad_t* grad) {
+  T dot = T(0);
+  for (int k = 0; k < points; ++k) dot += weights(mask_pg, k) * static_cast<T>(grad[k]);
+  for (int k = 0; k < points; ++k) {
+    grad[k] = static_cast<grad_t>(weights(mask_pg, k) * (static_cast<T>(grad[k]) - dot));
+  }
 }
 
 // Gradients of one sample's contribution mask * sample, given dot[q] = sum_c grad_out[c] * value_q[c] (the upstream

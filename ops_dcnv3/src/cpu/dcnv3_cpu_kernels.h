@@ -19,10 +19,13 @@ struct Scratch {
   std::vector<scalar_t> zero_row;        // read by corners outside the image
   std::vector<acc_t> sink_row;           // backward: written by corners outside the image, never read
   std::vector<acc_t> acc;                // gc accumulators when gc is not a compile-time constant
+  std::vector<acc_t> point_grad;         // backward: the mask gradient of each kernel point of a (pixel, group)
+  std::vector<acc_t> weight;             // mask_softmax: the softmaxed weights of a pixel's (all groups') points
 
   Scratch(const Geometry& geo, int gc)
       : disp_y(geo.points()), disp_x(geo.points()), tap_src(4 * geo.points()), tap_weight(4 * geo.points()),
-        zero_row(gc, scalar_t(0)), sink_row(gc), acc(2 * gc) {
+        zero_row(gc, scalar_t(0)), sink_row(gc), acc(2 * gc), point_grad(geo.points()),
+        weight(static_cast<size_t>(geo.group) * geo.points()) {
     for (int k = 0; k < geo.points(); ++k) point_displacement(geo, k, disp_y[k], disp_x[k]);
   }
 };
@@ -113,6 +116,83 @@ DCNV3_CPU_TARGET inline acc_t corner_backward(const acc_t* grad_out, const scala
   }
 }
 
+// exp(x) for x <= 0 (a softmax's max-subtracted logits), written so that a loop over an array vectorises, which
+// libm's expf does not: Cephes' expf (2^n times a degree-7 polynomial of the remainder, |remainder| <= ln2 / 2,
+// relative error about 1e-7), with n rounded by truncation (x <= 0) and 2^n built in the exponent bits. |x| is
+// clamped to 87 on its bit pattern (an integer min: float compares would stop the vectoriser, as they may trap), so
+// far-below-max logits, -inf and NaN get about 1.6e-38 instead of going subnormal: nothing next to the softmax's
+// max term of 1. double keeps std::exp (float64 is the accuracy reference of the tests).
+template <typename T>
+DCNV3_CPU_TARGET inline __attribute__((always_inline)) T exp_nonpositive(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr int32_t kBitsOf87 = 0x42ae0000;  // 87.0f
+    int32_t magnitude = __builtin_bit_cast(int32_t, x) & 0x7fffffff;
+    magnitude = magnitude < kBitsOf87 ? magnitude : kBitsOf87;
+    x = -__builtin_bit_cast(float, magnitude);
+    const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // round(x / ln2), x <= 0
+    const float nf = static_cast<float>(n);
+    const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;  // x - n ln2, ln2 split in two for accuracy
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * __builtin_bit_cast(float, (n + 127) << 23);
+  } else {
+    return std::exp(x);
+  }
+}
+
+// The fused mask softmax on the CPU: weight[g * points + k] = softmax over k of logits[g * points + k], for `groups`
+// runs of `points` logits (all groups of one pixel at once, so the exponentials run as one vector loop).
+// The max-subtracted logits of a group into shifted; returns their sum, which is NaN exactly when torch.softmax's
+// output for the group would be (a NaN logit, or all logits -inf).
+template <typename scalar_t, typename acc_t>
+DCNV3_CPU_TARGET inline acc_t shift_by_max(const scalar_t* logits, int points, acc_t* shifted) {
+  acc_t max_logit = static_cast<acc_t>(logits[0]);
+  for (int k = 1; k < points; ++k) max_logit = std::max(max_logit, static_cast<acc_t>(logits[k]));
+  acc_t sum = acc_t(0);
+  for (int k = 0; k < points; ++k) {
+    shifted[k] = static_cast<acc_t>(logits[k]) - max_logit;
+    sum += shifted[k];
+  }
+  return sum;
+}
+
+// The fused mask softmax on the CPU: weight[g * points + k] = softmax over k of logits[g * points + k], for `groups`
+// runs of `points` logits (all groups of one pixel at once, so the exponentials run as one vector loop).
+template <typename scalar_t, typename acc_t>
+DCNV3_CPU_TARGET inline void softmax_points(const scalar_t* logits, int groups, int points, acc_t* weight) {
+  bool any_nan = false;
+  for (int g = 0; g < groups; ++g) {
+    const acc_t shifted_sum = shift_by_max(logits + g * points, points, weight + g * points);
+    any_nan |= shifted_sum != shifted_sum;
+  }
+  const int total = groups * points;
+#pragma omp simd
+  for (int i = 0; i < total; ++i) weight[i] = exp_nonpositive(weight[i]);
+  for (int g = 0; g < groups; ++g) {
+    acc_t* weight_g = weight + g * points;
+    acc_t sum = acc_t(0);
+    for (int k = 0; k < points; ++k) sum += weight_g[k];
+    const acc_t inv_sum = acc_t(1) / sum;
+    for (int k = 0; k < points; ++k) weight_g[k] *= inv_sum;
+  }
+  if (any_nan) {  // exp_nonpositive maps NaN to ~0: such groups get NaN weights instead, so a NaN is not hidden
+    for (int g = 0; g < groups; ++g) {
+      acc_t* weight_g = weight + g * points;
+      const acc_t shifted_sum = shift_by_max(logits + g * points, points, weight_g);
+      if (shifted_sum != shifted_sum) {
+        for (int k = 0; k < points; ++k) weight_g[k] = std::numeric_limits<acc_t>::quiet_NaN();
+      } else {
+        softmax_points(logits + g * points, 1, points, weight_g);  // recomputed: shift_by_max overwrote it
+      }
+    }
+  }
+}
+
 // Output columns per strip: the kernel windows of a strip's rows stay in L1 (about 32 KiB of input per strip row).
 inline int strip_width(const Geometry& geo, int64_t bytes_per_pixel) {
   const int64_t width = 32768 / std::max<int64_t>(bytes_per_pixel, 1);
@@ -136,6 +216,7 @@ DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, c
   const acc_t* disp_y = scratch.disp_y.data();
   const acc_t* disp_x = scratch.disp_x.data();
   const scalar_t* zero_row = scratch.zero_row.data();
+  acc_t* softmax_weight = scratch.weight.data();
   const scalar_t* input_n = input + n * pixels_in * channels;
   const int strip = strip_width(geo, static_cast<int64_t>(channels) * sizeof(scalar_t));
 
@@ -146,16 +227,18 @@ DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, c
         const int64_t index = (n * geo.height_out + h_out) * geo.width_out + w_out;
         acc_t centre_y, centre_x;
         grid_centre(geo, h_out, w_out, centre_y, centre_x);
+        if (geo.mask_softmax) softmax_points(mask + index * groups * points, groups, points, softmax_weight);
         for (int g = 0; g < groups; ++g) {
           const scalar_t* offset_g = offset + (index * groups + g) * points * 2;
           const scalar_t* mask_g = mask + (index * groups + g) * points;
           const scalar_t* input_g = input_n + g * gc;
+          const acc_t* softmax_g = softmax_weight + g * points;
           for (int k = 0; k < points; ++k) {
             acc_t loc_y, loc_x;
             sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset_g[2 * k + 1]),
                               static_cast<acc_t>(offset_g[2 * k]), scale, loc_y, loc_x);
             const Corners<acc_t> corners = bilinear_corners(loc_y, loc_x, geo.height_in, geo.width_in);
-            const acc_t m = static_cast<acc_t>(mask_g[k]);
+            const acc_t m = geo.mask_softmax ? softmax_g[k] : static_cast<acc_t>(mask_g[k]);
             for (int q = 0; q < 4; ++q) {
               tap_src[4 * k + q] = corners.valid[q] ? input_g + corners.pixel[q] * channels : zero_row;
               tap_weight[4 * k + q] = m * corners.weight[q];
@@ -189,6 +272,8 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
   const acc_t* disp_x = scratch.disp_x.data();
   const scalar_t* zero_row = scratch.zero_row.data();
   acc_t* sink_row = scratch.sink_row.data();
+  acc_t* point_grad = scratch.point_grad.data();
+  acc_t* softmax_weight = scratch.weight.data();
   const int strip = strip_width(geo, static_cast<int64_t>(gc) * (sizeof(scalar_t) + sizeof(acc_t)));
 
   for (int col_begin = 0; col_begin < geo.width_out; col_begin += strip) {
@@ -202,6 +287,8 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
 #pragma omp simd
         for (int c = 0; c < gc; ++c) grad_out[c] = static_cast<acc_t>(grad_out_src[c]);
         const int64_t first_point = (index * groups + g) * points;
+        const scalar_t* mask_pg = mask + first_point;
+        if (geo.mask_softmax) softmax_points(mask_pg, 1, points, softmax_weight);
 
         for (int k = 0; k < points; ++k) {
           const int64_t point = first_point + k;
@@ -209,7 +296,7 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
           sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset[2 * point + 1]),
                             static_cast<acc_t>(offset[2 * point]), scale, loc_y, loc_x);
           const Corners<acc_t> corners = bilinear_corners(loc_y, loc_x, geo.height_in, geo.width_in);
-          const acc_t m = static_cast<acc_t>(mask[point]);
+          const acc_t m = geo.mask_softmax ? softmax_weight[k] : static_cast<acc_t>(mask_pg[k]);
           acc_t dot[4];
           for (int q = 0; q < 4; ++q) {
             const bool valid = corners.valid[q];
@@ -217,12 +304,17 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
             acc_t* dst = valid ? grad_input_g + corners.pixel[q] * gc : sink_row;
             dot[q] = corner_backward<scalar_t, acc_t, GC>(grad_out, src, dst, m * corners.weight[q], gc);
           }
-          acc_t g_mask, g_dx, g_dy;
-          sample_gradients(corners, dot, m, scale, g_mask, g_dx, g_dy);
+          acc_t g_dx, g_dy;
+          sample_gradients(corners, dot, m, scale, point_grad[k], g_dx, g_dy);
           grad_offset[2 * point] = static_cast<scalar_t>(g_dx);
           grad_offset[2 * point + 1] = static_cast<scalar_t>(g_dy);
-          grad_mask[point] = static_cast<scalar_t>(g_mask);
         }
+        if (geo.mask_softmax) {  // weight gradients to logit gradients: w_k * (g_k - sum_j w_j g_j)
+          acc_t dot = acc_t(0);
+          for (int k = 0; k < points; ++k) dot += softmax_weight[k] * point_grad[k];
+          for (int k = 0; k < points; ++k) point_grad[k] = softmax_weight[k] * (point_grad[k] - dot);
+        }
+        for (int k = 0; k < points; ++k) grad_mask[first_point + k] = static_cast<scalar_t>(point_grad[k]);
       }
     }
   }

@@ -95,6 +95,11 @@ std::vector<at::Tensor> cuda_bodies_backward_host(const at::Tensor& input, const
       } else {
         run_points(std::integral_constant<int, 1>());
       }
+      if (geo.mask_softmax) {  // a separate launch on the device too: it reads every point's weight gradient
+        for_every_thread(backward_softmax_threads(geo), [&](int64_t thread) {
+          backward_softmax_thread<scalar_t, acc_t>(geo, thread, mask_ptr, grad_mask_ptr);
+        });
+      }
     });
   }
   auto grad_input = grad_input_acc.scalar_type() == input.scalar_type() ? grad_input_acc

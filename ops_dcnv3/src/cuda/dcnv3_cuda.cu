@@ -61,6 +61,13 @@ __global__ void __launch_bounds__(kThreads) backward_offset_mask_kernel(
   }
 }
 
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) backward_softmax_kernel(const Geometry geo,
+                                                                    const scalar_t* __restrict__ mask,
+                                                                    scalar_t* __restrict__ grad_mask, int64_t total) {
+  DCNV3_GRID_STRIDE_LOOP(thread, total) { backward_softmax_thread<scalar_t, acc_t>(geo, thread, mask, grad_mask); }
+}
+
 }  // namespace
 
 at::Tensor cuda_forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
@@ -122,6 +129,12 @@ std::vector<at::Tensor> cuda_backward(const at::Tensor& input, const at::Tensor&
         launch(backward_offset_mask_kernel<1, scalar_t, acc_t>);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (geo.mask_softmax) {
+        const int64_t softmax_threads = backward_softmax_threads(geo);
+        backward_softmax_kernel<scalar_t, acc_t><<<blocks_for(softmax_threads), kThreads, 0, stream>>>(
+            geo, mask.const_data_ptr<scalar_t>(), grad_mask.mutable_data_ptr<scalar_t>(), softmax_threads);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     });
   }
   auto grad_input = grad_input_acc.scalar_type() == input.scalar_type() ? grad_input_acc
