@@ -3,7 +3,8 @@
     cd ops_dcnv3 && sh make.sh && python test.py
 
 Prints forward and backward (input, offset, mask) differences in float64 and float32 on the CPU (and on CUDA when
-a GPU is visible), and timings; exits with status 1 on any mismatch.
+a GPU is visible), and timings, for a softmaxed mask and for mask logits with the fused softmax (mask_softmax=True,
+against torch.softmax then the PyTorch core); exits with status 1 on any mismatch.
 """
 from __future__ import annotations
 
@@ -27,18 +28,23 @@ CASES = [
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3}
 
 
-def compare(case, dtype, device) -> bool:
+def compare(case, dtype, device, fused: bool) -> bool:
     N, H, W, G, gc, k, s, p, d, osc, step = case
     H_out, W_out = (H + 2 * p - (d * (k - 1) + 1)) // s + 1, (W + 2 * p - (d * (k - 1) + 1)) // s + 1
     x = torch.randn(N, H, W, G * gc, dtype=dtype, device=device)
     offset = torch.randn(N, H_out, W_out, G * k * k * 2, dtype=dtype, device=device) * 2
     mask = torch.rand(N, H_out, W_out, G, k * k, dtype=dtype, device=device).softmax(-1).flatten(-2)
+    if fused:  # logits instead: the kernels apply the softmax, the PyTorch core torch.softmax first
+        mask = torch.randn(N, H_out, W_out, G * k * k, dtype=dtype, device=device) * 3
     args = (k, k, s, s, p, p, d, d, G, gc, osc)
     results = {}
     for core in ('pytorch', 'kernel'):
         inputs = [t.clone().requires_grad_() for t in (x, offset, mask)]
         start = time.perf_counter()
-        out = dcnv3_core_pytorch(*inputs, *args) if core == 'pytorch' else DCNv3Function.apply(*inputs, *args, step)
+        if core == 'pytorch':
+            out = dcnv3_core_pytorch(*inputs, *args, mask_softmax=fused)
+        else:
+            out = DCNv3Function.apply(*inputs, *args, step, fused)
         out.backward(torch.ones_like(out))
         if device == 'cuda':
             torch.cuda.synchronize()
@@ -51,7 +57,8 @@ def compare(case, dtype, device) -> bool:
         limit = TOLERANCE[dtype] * max(1.0, b.abs().max().item())
         ok &= diff <= limit
         diffs.append(f'{name} {diff:.1e}')
-    print(f'* {"ok  " if ok else "FAIL"} {device} {str(dtype):13} N={N} {H}x{W} G={G} gc={gc} k={k} s={s} p={p} '
+    label = 'fused softmax ' if fused else ''
+    print(f'* {"ok  " if ok else "FAIL"} {device} {str(dtype):13} {label}N={N} {H}x{W} G={G} gc={gc} k={k} s={s} p={p} '
           f'd={d} os={osc}: max |diff| ' + ', '.join(diffs) +
           f'; fwd+bwd kernel {results["kernel"][1] * 1e3:.1f} ms, pytorch {results["pytorch"][1] * 1e3:.1f} ms')
     return ok
@@ -65,8 +72,8 @@ def main() -> int:
     print(f'ops_dcnv3._C: CPU path {extension.cpu_isa()}, built with CUDA: {extension.with_cuda}')
     torch.manual_seed(0)
     devices = ['cpu'] + (['cuda'] if extension.with_cuda and torch.cuda.is_available() else [])
-    ok = all([compare(case, dtype, device) for device in devices for dtype in (torch.float64, torch.float32)
-              for case in CASES])
+    ok = all([compare(case, dtype, device, fused) for device in devices for dtype in (torch.float64, torch.float32)
+              for fused in (False, True) for case in CASES])
     print('all checks passed' if ok else 'MISMATCH between the compiled kernel and the PyTorch core')
     return 0 if ok else 1
 

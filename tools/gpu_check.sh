@@ -94,7 +94,8 @@ fi
 
 # -- 2. tests -------------------------------------------------------------------------------------------------------
 TESTS=(tests/ops_dcnv3/test_dcnv3_cuda.py tests/models/test_intern_image_cuda.py
-       tests/ops_dcnv3/test_dcnv3_cuda_bodies.py tests/models/test_plain_pytorch_import.py)
+       tests/ops_dcnv3/test_dcnv3_cuda_bodies.py tests/ops_dcnv3/test_dcnv3_fused_softmax.py
+       tests/models/test_plain_pytorch_import.py)
 t0=$(date +%s)
 if "$PY" -c 'import pytest' 2>/dev/null; then
     # No project addopts (they name plugins, e.g. pytest-timeout's `timeout`, that may be missing here); the
