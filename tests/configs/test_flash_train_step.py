@@ -44,6 +44,9 @@ def test_mask_rcnn_flash_t_train_step_and_test(coco_data):
 def test_dino_flash_t_train_step_and_test(tmp_path):
     cfg = Config.fromfile(str(REPO / 'configs/coco/dino_4scale_flash_internimage_t_1x_coco.py'))
     cfg.model.backbone.init_cfg = None  # random weights, no download
+    # Stochastic depth drops a block's whole residual branch per image: with 2 images it sometimes drops both at the
+    # last block, whose MLP then rightly gets no gradient. The gradient check below needs every block in the graph.
+    cfg.model.backbone.drop_path_rate = 0.0
     torch.manual_seed(0)  # the same weights whichever tests ran before
     model = build_detector(cfg.model)
     assert type(model.backbone).__name__ == 'FlashInternImage'
