@@ -191,20 +191,10 @@ class DCNv3(DCNv3_pytorch):
 
     routes_dcn_v4_op = True
 
-    def _compiled_kernel_runs(self, x: torch.Tensor) -> bool:
-        """Whether ``_core`` would run the compiled DCNv3 kernel on ``x`` (and not a fallback or the DCNv4 route)."""
-        return (not self.use_dcn_v4_op and not torch.onnx.is_in_onnx_export() and extension_available()
-                and (not x.is_cuda or load_extension().with_cuda))
-
     def _sample(self, x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """On the compiled kernel the mask softmax is fused into it (forward and backward): no softmaxed mask
-        tensor is written and read back. Elsewhere as the parent: softmax, then ``_core``."""
-        if not self._compiled_kernel_runs(x):
-            return super()._sample(x, offset, mask_logits)
-        return DCNv3Function.apply(
-            x, offset, mask_logits, self.kernel_size, self.kernel_size, self.stride, self.stride,
-            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
-            self.offset_scale, 256, True)
+        """The logits go to ``_core`` as they are: on the compiled kernel the softmax is fused into it (forward and
+        backward, no softmaxed mask tensor written and read back); every other route applies it first."""
+        return self._core(x, offset, mask_logits, mask_softmax=True)
 
     def _dcn_v4_core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The same sampling through ``ops_dcnv4``: DCNv4 samples as DCNv3 does but takes the mask raw, so feeding
@@ -216,29 +206,44 @@ class DCNv3(DCNv3_pytorch):
             self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
             self.offset_scale, 256, 0)
 
-    def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _route(self, x: torch.Tensor) -> str:
+        """Where ``_core`` samples ``x``: 'kernel' (the compiled DCNv3 kernel), 'dcn_v4' (the DCNv4 operator) or
+        'pytorch' (the PyTorch core: ONNX export, or no usable extension, which a warning says once)."""
         global _fallback_warned
         if self.use_dcn_v4_op:
-            return self._dcn_v4_core(x, offset, mask)
+            return 'dcn_v4'
         if torch.onnx.is_in_onnx_export():
             # Exported graphs use the PyTorch core (GridSample, opset >= 16): no custom op for runtimes to provide.
-            return super()._core(x, offset, mask)
+            return 'pytorch'
         if x.is_cuda and extension_available() and not load_extension().with_cuda:
             if not _fallback_warned:
                 warnings.warn('ops_dcnv3: the compiled DCNv3 extension was built without CUDA, so DCNv3 runs the '
                               'pure-PyTorch core on CUDA tensors. Rebuild it where nvcc and a CUDA build of torch '
-                              'are present (`make setup` or `cd ops_dcnv3 && sh make.sh`).', stacklevel=3)
+                              'are present (`make setup` or `cd ops_dcnv3 && sh make.sh`).', stacklevel=4)
                 _fallback_warned = True
-            return super()._core(x, offset, mask)
+            return 'pytorch'
         if not extension_available():
             if not _fallback_warned:
                 warnings.warn(
                     'ops_dcnv3: the compiled DCNv3 extension is not built, so DCNv3 runs the (slower) '
                     'pure-PyTorch core. Build it with `make setup` or `cd ops_dcnv3 && sh make.sh`.',
-                    stacklevel=3)
+                    stacklevel=4)
                 _fallback_warned = True
-            return super()._core(x, offset, mask)
-        return DCNv3Function.apply(
-            x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
-            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
-            self.offset_scale, 256)
+            return 'pytorch'
+        return 'kernel'
+
+    def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+              mask_softmax: bool = False) -> torch.Tensor:
+        """``mask`` is the weights, or with ``mask_softmax`` the logits (softmaxed inside the compiled kernel, or
+        here first on the other routes)."""
+        route = self._route(x)
+        if route == 'kernel':
+            return DCNv3Function.apply(
+                x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
+                self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
+                self.offset_scale, 256, mask_softmax)
+        if mask_softmax:
+            mask = softmax_over_points(mask, self.group)
+        if route == 'dcn_v4':
+            return self._dcn_v4_core(x, offset, mask)
+        return super()._core(x, offset, mask)

@@ -97,3 +97,27 @@ def assert_results_close(actual, expected, rtol: float, atol: float, what: str) 
     """Compare [output, grad_input, grad_offset, grad_mask] lists; the message names `what` and the tensor."""
     for name, a, b in zip(RESULT_NAMES, actual, expected):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, name=name: f'{what}, {name}: {m}')
+
+
+class HarnessCore(torch.autograd.Function):
+    """The harness as an autograd function: forward and backward bodies, `pack` channels per forward thread;
+    with `mask_softmax` the mask holds logits (the fused softmax)."""
+
+    @staticmethod
+    def forward(ctx, x, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale, pack,
+                mask_softmax=False):
+        ctx.args = (kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale)
+        ctx.pack, ctx.mask_softmax = pack, mask_softmax
+        ctx.save_for_backward(x, offset, mask)
+        return load_extension().cuda_bodies_forward_host(x, offset, mask, *ctx.args, 64, pack, mask_softmax)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, offset, mask = ctx.saved_tensors
+        grads = load_extension().cuda_bodies_backward_host(x, offset, mask, *ctx.args, grad_output.contiguous(), 64,
+                                                           ctx.pack, ctx.mask_softmax)
+        return (*grads,) + (None,) * 13
+
+
+def harness(pack: int, mask_softmax: bool = False):
+    return lambda x, offset, mask, *args: HarnessCore.apply(x, offset, mask, *args, pack, mask_softmax)

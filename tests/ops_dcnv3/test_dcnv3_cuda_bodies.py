@@ -18,6 +18,7 @@ from tests.ops_dcnv3.dcnv3_cases import (
     assert_results_close,
     case_inputs,
     forward_backward,
+    harness,
     offsets_off_the_grid,
 )
 
@@ -26,27 +27,6 @@ pytestmark = pytest.mark.skipif(_C is None or not hasattr(_C, 'cuda_bodies_forwa
                                 reason='ops_dcnv3._C with the CUDA-bodies host harness is not built (make setup)')
 
 PACK_BYTES = 16  # kMaxPackBytes of dcnv3_cuda_bodies.h
-
-
-class HarnessCore(torch.autograd.Function):
-    """The harness as an autograd function: forward and backward bodies, `pack` channels per forward thread."""
-
-    @staticmethod
-    def forward(ctx, x, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale, pack):
-        ctx.args = (kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale)
-        ctx.pack = pack
-        ctx.save_for_backward(x, offset, mask)
-        return _C.cuda_bodies_forward_host(x, offset, mask, *ctx.args, 64, pack)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, offset, mask = ctx.saved_tensors
-        grads = _C.cuda_bodies_backward_host(x, offset, mask, *ctx.args, grad_output.contiguous(), 64, ctx.pack)
-        return (*grads,) + (None,) * 12
-
-
-def harness(pack: int):
-    return lambda x, offset, mask, *args: HarnessCore.apply(x, offset, mask, *args, pack)
 
 
 def packs_for(gc: int, dtype: torch.dtype) -> list[int]:

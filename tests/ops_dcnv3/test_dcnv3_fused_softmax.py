@@ -18,6 +18,7 @@ from tests.ops_dcnv3.dcnv3_cases import (
     case_inputs,
     cuda_kernel_skip_reason,
     forward_backward,
+    harness,
     offsets_off_the_grid,
 )
 
@@ -132,26 +133,10 @@ def test_fused_softmax_baseline_and_avx2_builds_agree(monkeypatch):
                          what='baseline vs AVX2 build, fused softmax')
 
 
-# The CUDA bodies on the host harness (see test_dcnv3_cuda_bodies.py), with the softmax fused.
+# The CUDA bodies on the host harness (test_dcnv3_cuda_bodies.py's autograd wrapper), with the softmax fused.
 _C = load_extension()
 needs_harness = pytest.mark.skipif(_C is None or not hasattr(_C, 'cuda_bodies_forward_host'),
                                    reason='ops_dcnv3._C with the CUDA-bodies host harness is not built (make setup)')
-
-
-class HarnessFusedSoftmax(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, x, offset, mask_logits, kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale, pack):
-        ctx.args, ctx.pack = (kh, kw, sh, sw, ph, pw, dh, dw, group, gc, offset_scale), pack
-        ctx.save_for_backward(x, offset, mask_logits)
-        return _C.cuda_bodies_forward_host(x, offset, mask_logits, *ctx.args, 64, pack, True)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, offset, mask_logits = ctx.saved_tensors
-        grads = _C.cuda_bodies_backward_host(x, offset, mask_logits, *ctx.args, grad_output.contiguous(), 64,
-                                             ctx.pack, True)
-        return (*grads,) + (None,) * 12
 
 
 @needs_harness
@@ -164,8 +149,8 @@ def test_cuda_bodies_fused_softmax_match_softmax_then_core(case, dtype):
     expected = forward_backward(softmax_then_core, x, offset, logits, args)
     tol = FULL_TOLERANCE[dtype]
     for pack in ([1, wide] if case[4] % wide == 0 else [1]):
-        harness = lambda *inputs, pack=pack: HarnessFusedSoftmax.apply(*inputs, pack)  # noqa: E731
-        assert_results_close(forward_backward(harness, x, offset, logits, args), expected, rtol=tol, atol=tol,
+        assert_results_close(forward_backward(harness(pack, mask_softmax=True), x, offset, logits, args), expected,
+                             rtol=tol, atol=tol,
                              what=f'CUDA bodies (pack {pack}) with fused softmax vs softmax + core, {dtype}')
 
 
