@@ -105,9 +105,11 @@ def _zero_pad_hw_for_export(input: torch.Tensor, pad_h: int, pad_w: int) -> torc
 
 
 def softmax_over_points(mask_logits: torch.Tensor, group: int) -> torch.Tensor:
-    """Softmax of channels-last mask logits (N, H, W, G*K) over each group's K points (DCNv3's mask)."""
+    """Softmax of channels-last mask logits (N, H, W, G*K) over each group's K points (DCNv3's mask), in the logits'
+    dtype: CUDA autocast runs softmax in float32, and the cores take the mask in the sampled tensor's dtype."""
     N, H, W, _ = mask_logits.shape
-    return torch.softmax(mask_logits.reshape(N, H, W, group, -1), -1).reshape(N, H, W, -1)
+    weights = torch.softmax(mask_logits.reshape(N, H, W, group, -1), -1).reshape(N, H, W, -1)
+    return weights.to(mask_logits.dtype)
 
 
 def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,

@@ -165,7 +165,9 @@ class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
         x_proj = x
         # Offsets and masks are predicted from the un-projected input; sampling happens on the projection.
         x1 = self.dw_conv(input.permute(0, 3, 1, 2))
-        offset = self.offset(x1)
+        # Offsets and mask logits in the sampled tensor's dtype: under autocast the projections' output dtypes need
+        # not match x's (e.g. fp32 weights outside autocast regions, or a float32 op inside one).
+        offset = self.offset(x1).type(x.dtype)
         mask_logits = self.mask(x1).type(x.dtype)
 
         x = self._sample(x, offset, mask_logits)

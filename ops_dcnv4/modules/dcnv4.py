@@ -105,7 +105,9 @@ class DCNv4(nn.Module):
             offset_mask_input = offset_mask_input.permute(0, 2, 3, 1).reshape(N, L, C)
         else:
             offset_mask_input = input
-        offset_mask = self.offset_mask(offset_mask_input).reshape(N, H, W, -1)
+        # In the sampled tensor's dtype: under autocast the Linear gives the autocast dtype, while x is the float32
+        # input itself when there is no value projection.
+        offset_mask = self.offset_mask(offset_mask_input).reshape(N, H, W, -1).type(x.dtype)
 
         x_proj = x
         x = DCNv4Function.apply(

@@ -26,10 +26,6 @@
 
 #include "dcnv3_math.h"
 
-#ifndef __CUDA_ARCH__
-#include <atomic>
-#endif
-
 namespace dcnv3 {
 
 // Widest vector access of the kernels, in bytes.
@@ -123,7 +119,7 @@ DCNV3_HOST_DEVICE void atomic_add(T* address, T value) {
 #ifdef __CUDA_ARCH__
   atomicAdd(address, value);
 #else
-  std::atomic_ref<T>(*address).fetch_add(value, std::memory_order_relaxed);
+  host_atomic_add(address, value);
 #endif
 }
 

@@ -119,6 +119,23 @@ DCNV3_UNROLL
   return value;
 }
 
+#if !defined(__CUDA_ARCH__)
+// Relaxed atomic x += value on a plain float or double on the host: the stand-in for CUDA's atomicAdd when the
+// CUDA bodies run in the host harness. A compare-exchange loop on the GCC/Clang __atomic builtins, because
+// std::atomic_ref is C++20 and torch < 2.14 builds extensions as C++17 (where nvcc before 12 has no C++20 at all).
+// The exchange compares bit patterns, so a NaN already in *address cannot make it spin.
+template <typename T>
+inline void host_atomic_add(T* address, T value) {
+  T expected;
+  __atomic_load(address, &expected, __ATOMIC_RELAXED);
+  T desired = expected + value;
+  while (!__atomic_compare_exchange(address, &expected, &desired, /*weak=*/true, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+    desired = expected + value;
+  }
+}
+#endif
+
 // exp and max in T's own precision (a plain exp(float) may resolve to the double function on the host).
 DCNV3_HOST_DEVICE float exp_of(float x) { return expf(x); }
 DCNV3_HOST_DEVICE double exp_of(double x) { return exp(x); }

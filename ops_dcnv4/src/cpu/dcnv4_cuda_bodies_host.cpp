@@ -1,11 +1,10 @@
 // Host harness of the CUDA kernels' per-thread bodies (common/dcnv4_cuda_bodies.h): every thread index of the CUDA
-// launch is run here, in parallel, with std::atomic_ref's fetch_add standing in for atomicAdd. The outputs must
+// launch is run here, in parallel, with dcnv3::host_atomic_add standing in for atomicAdd. The outputs must
 // equal the reference's (tests/ops_dcnv4, tests named *cuda*): what the CUDA kernel computes, short of its launch.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <atomic>
 #include <limits>
 #include <vector>
 
@@ -18,7 +17,7 @@ namespace {
 struct HostAtomicAdd {
   template <typename T>
   void operator()(T* address, T value) const {
-    std::atomic_ref<T>(*address).fetch_add(value, std::memory_order_relaxed);
+    dcnv3::host_atomic_add(address, value);
   }
 };
 
