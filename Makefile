@@ -3,17 +3,29 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
+# Any supported Python (3.11 default, 3.12, 3.13) into any venv folder: `make setup PYTHON=python3.12 VENV=.venv312`.
+# PYTHON is a command name or a path (tools/install/find_python.sh also finds pyenv versions the shim hides). The
+# numpy stack follows the Python version (requirements/constraints.txt): numpy 1.26.4 on 3.11, numpy 2 on 3.12+.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
-CONSTRAINTS := -c requirements/constraints.txt
+CONSTRAINTS_FILE ?= requirements/constraints.txt
+CONSTRAINTS := -c $(CONSTRAINTS_FILE)
 # pip with one known line of noise dropped; a failed install still fails the rule (tools/install/pip_quiet.sh).
 PIP := bash tools/install/pip_quiet.sh $(PY)
 BUILD_REQUIREMENTS ?= requirements/build.txt
 REQUIREMENTS ?= requirements.txt
 DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 
-.PHONY: setup test test-gpu gpu-check demo bench lint clean-venv
+# The smoke set CI runs on the second stack (Python 3.12 + numpy 2): the numpy/torch compat patches and the stack
+# check, the DCNv3/DCNv4 op tests, the backbones, one train + test run of the demo config with `--eval bbox segm`,
+# and the ONNX export round trip. `make smoke PYTHON=python3.12 VENV=.venv312` (after `make setup` with the same).
+SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_torch_compat.py \
+	tests/mmcv_custom/test_stack_check.py tests/ops_dcnv3 tests/ops_dcnv4 tests/models/test_intern_image.py \
+	tests/models/test_flash_intern_image.py tests/tools/test_train_and_test.py::test_eval_metrics_come_from_pycocotools \
+	tests/tools/test_train_and_test.py::test_result_files_are_valid_coco_json tests/deploy/test_deploy.py
+
+.PHONY: setup test test-gpu gpu-check demo bench lint clean-venv smoke
 
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
@@ -25,22 +37,27 @@ setup: $(VENV)/.deps-stamp
 	'| DCNv4 extension:', ops_dcnv4.extension_available())"
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	python=$$(bash tools/install/find_python.sh '$(PYTHON)') && \
+	$$python tools/install/check_stack_pins.py --python-only && $$python -m venv $(VENV)
 
 # Build requirements first (mmcv-full compiles against them), then the pure-Python rest (mmcv's own
 # imports - yapf, addict, opencv - must be present before its import check), then mmcv-full itself.
-$(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml tools/install/build_mmcv_full.sh tools/install/pip_quiet.sh
+$(VENV)/.deps-stamp: $(PY) requirements.txt requirements/*.txt pyproject.toml tools/install/build_mmcv_full.sh \
+                      tools/install/pip_quiet.sh tools/install/check_stack_pins.py
 	$(PIP) install -q $(CONSTRAINTS) -r $(BUILD_REQUIREMENTS)
 	$(PIP) install -q $(CONSTRAINTS) -r $(REQUIREMENTS)
 	bash tools/install/build_mmcv_full.sh $(PY)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	# mmdeploy 0.14's metadata pins protobuf==3.20.2, which onnx rejects: installed without its (stale) dependencies.
 	$(PIP) install -q --no-deps $(CONSTRAINTS) -r $(DEPLOY_REQUIREMENTS)
-	$(PY) -c "import numpy; assert numpy.__version__ == '1.26.4', numpy.__version__"
+	$(PY) tools/install/check_stack_pins.py $(CONSTRAINTS_FILE)
 	touch $@
 
 test: setup
 	$(PY) -m pytest
+
+smoke: setup
+	$(PY) -m pytest $(SMOKE_TESTS)
 
 # Only the tests that need a GPU (marker `cuda`; they skip with the reason where none is visible).
 test-gpu: setup

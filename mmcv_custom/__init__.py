@@ -2,14 +2,17 @@
 the atomic checkpoint hook, the training-curves hook, the layer-decay optimizer constructor and the DINO-G FFN.
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
-(mmcv/mmdet on today's torch, applied here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
+(mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
+here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
 ``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``cli`` (``UserError``, ``run_cli``).
 """
+from .numpy_compat import apply_patches as apply_numpy_patches
 from .stack_check import check_stack
 from .torch_compat import apply_patches
 
 check_stack()
 apply_patches()
+apply_numpy_patches()
 
 from .roi_align_cpu import patch_mmcv_roi_align_cpu  # noqa: E402
 
@@ -22,4 +25,4 @@ from .efficient_ffn import EfficientFFN  # noqa: E402
 from .training_curves import TrainingCurvesHook  # noqa: E402
 
 __all__ = ['AtomicCheckpointHook', 'CustomLayerDecayOptimizerConstructor', 'EfficientFFN', 'TrainingCurvesHook',
-           'apply_patches', 'check_stack']
+           'apply_numpy_patches', 'apply_patches', 'check_stack']
