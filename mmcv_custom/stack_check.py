@@ -4,11 +4,12 @@
 mmdet version, mmcv 2.x / mmdet 3.x, or mmcv-full without its compiled ops stops there with one line naming the
 fix, instead of a traceback from deep inside mmcv. Tested in ``tests/mmcv_custom/test_stack_check.py``.
 
-Pins that make patches unnecessary live in ``requirements/``: numpy 1.26 (mmcv 1.x predates numpy 2),
-opencv-python < 4.12 (4.12 wants numpy 2), yapf 0.40.1 (0.40.2 dropped ``FormatCode(verify=...)`` used by
-``mmcv.Config``), setuptools < 82 (mmcv's setup.py needs ``pkg_resources``). What a pin cannot fix is patched:
-``torch_compat`` (mmcv/mmdet on today's torch), ``cpu_distributed`` (distributed runs without CUDA) and
-``mmdeploy_compat`` (mmdeploy 0.14 on today's torch).
+Pins that make patches unnecessary live in ``requirements/constraints.txt``: yapf 0.40.1 (0.40.2 dropped
+``FormatCode(verify=...)`` used by ``mmcv.Config``), setuptools < 82 (mmcv's setup.py needs ``pkg_resources``), and
+numpy per Python version (1.26.4 on 3.11, the tested default; numpy 2 on 3.12+, with opencv/ml-dtypes to match).
+What a pin cannot fix is patched: ``torch_compat`` (mmcv/mmdet on today's torch), ``numpy_compat`` (mmcv/mmdet on
+numpy 1.24+ and 2), ``cpu_distributed`` (distributed runs without CUDA) and ``mmdeploy_compat`` (mmdeploy 0.14 on
+today's torch).
 """
 from __future__ import annotations
 
