@@ -75,13 +75,15 @@ def offsets_off_the_grid(offset: torch.Tensor) -> torch.Tensor:
 
 
 def forward_backward(core: Callable[..., torch.Tensor], x, offset, mask, args, grad_seed: int = 1,
-                     grad_rounded_to: torch.dtype | None = None):
+                     grad_rounded_to: torch.dtype | None = None, keep_layout: bool = False):
     """[output, grad_input, grad_offset, grad_mask] of `core(x, offset, mask, *args)` for a fixed random grad_out.
 
     grad_out is drawn in float64 (the same values whatever the output dtype), rounded to `grad_rounded_to` if
     given (a float64 reference of a half-precision run sees the half run's grad_out), then cast to the output dtype.
+    The inputs are cloned (fresh, aligned storage) unless `keep_layout`: then the core gets the very tensors given,
+    with their strides and storage offsets (a misaligned view stays misaligned).
     """
-    inputs = [t.detach().clone().requires_grad_() for t in (x, offset, mask)]
+    inputs = [(t.detach() if keep_layout else t.detach().clone()).requires_grad_() for t in (x, offset, mask)]
     out = core(*inputs, *args)
     grad_out = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(grad_seed))
     if grad_rounded_to is not None:

@@ -52,3 +52,18 @@ def test_cuda_kernel_gradcheck_float64_and_padding_gradient():
     grads = ext.dcnv4_backward(x.cuda(), offset_mask.cuda(), torch.ones_like(out), 3, 3, 1, 1, 1, 1, 1, 1, 1, 16,
                                1.0, 64, 0)
     assert torch.isfinite(out).all() and torch.all(grads[1][..., 27:] == 0) and torch.isfinite(grads[1]).all()
+
+
+def test_cuda_kernel_misaligned_views():
+    """Contiguous views starting one element into their storage (not 16-byte aligned) give the aligned results."""
+    x, offset_mask = make_case(2, 5, 6, 2, 8, 3, 3, 1, 1, 1, 1, 1, 1, offset_std=1.5)
+    x, offset_mask = x.float().cuda(), offset_mask.float().cuda()
+    shifted = [torch.empty(t.numel() + 1, device='cuda')[1:].view(t.shape).copy_(t) for t in (x, offset_mask)]
+    assert all(t.is_contiguous() and t.data_ptr() % 16 != 0 for t in shifted)
+    ext = load_extension()
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 2, 8, 1.0, 64, 0)
+    grad_out = torch.randn(2, 5, 6, 16, device='cuda')
+    expected = [ext.dcnv4_forward(x, offset_mask, *args)] + list(ext.dcnv4_backward(x, offset_mask, grad_out, *args))
+    actual = [ext.dcnv4_forward(*shifted, *args)] + list(ext.dcnv4_backward(*shifted, grad_out, *args))
+    for a, b in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -2,7 +2,8 @@
 // with nothing from torch: built with -std=c++17 (the standard torch < 2.14 compiles extensions with) and, by
 // tools/kernel_check/build.sh, under AddressSanitizer and UndefinedBehaviorSanitizer (signed overflow included), so
 // an out-of-bounds read or write, a misaligned pack access or a 32-bit index overflow stops it with a report.
-// tests/tools/test_kernel_check.py writes the inputs, runs it and compares what it writes with the PyTorch reference.
+// tests/ops_dcnv3/test_cuda_bodies_sanitized.py writes the inputs, runs it and compares what it writes with the
+// PyTorch reference.
 //
 // usage: cuda_bodies_check dcnv3|dcnv4 float|double PACK DIR [--last-image]
 //   DIR/geometry.txt  "name value" lines: the fields of dcnv3::Geometry (and dcnv4::Geometry's)
