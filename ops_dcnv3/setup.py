@@ -6,7 +6,8 @@
 The CUDA kernel is compiled whenever nvcc and a CUDA build of torch are present, even with no GPU visible. The
 extension needs GCC or Clang (Linux, macOS); on Windows (MSVC) it is not built and DCNv3 runs the PyTorch core.
 Environment: DCNV3_FORCE_CPU=1 builds the CPU kernel only; CUDA_HOME / CUDA_PATH name the toolkit;
-TORCH_CUDA_ARCH_LIST overrides the default architectures (Volta..Hopper, minus what the installed nvcc dropped);
+TORCH_CUDA_ARCH_LIST overrides the default architectures (Volta..Hopper minus what the installed nvcc dropped: nvcc 13
+no longer builds Volta, sm_70, so there the default is Turing..Hopper);
 MAX_JOBS limits parallel compile jobs.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ bodies, plus the CUDA kernel when possible).
     python setup.py build_ext --inplace         # in place, next to this file (what make.sh runs)
 
 The extension shares the DCNv3 sampling math and CPU vector loops (ops_dcnv3/src) and the build logic of
-ops_dcnv3/setup.py (CUDA toolkit discovery, default architectures Volta..Hopper, OpenMP flags): the ops_dcnv3
+ops_dcnv3/setup.py (CUDA toolkit discovery, default architectures Volta or Turing..Hopper, OpenMP flags): the ops_dcnv3
 folder must sit next to this one. Environment: DCNV4_FORCE_CPU=1 builds the CPU kernel only; CUDA_HOME / CUDA_PATH,
 TORCH_CUDA_ARCH_LIST and MAX_JOBS as for ops_dcnv3.
 """
