@@ -49,9 +49,12 @@ def error_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+INTERRUPTED_STATUS = 130  # the shell's status for a process stopped by SIGINT (128 + 2)
+
+
 def run_cli(main: Callable[[], object], program: str) -> None:
     """Run ``main``; a :class:`UserError` (also one raised in a data-loader worker) becomes one stderr line and exit
-    status 1, unless a traceback was asked for (:func:`debug_requested`)."""
+    status 1, Ctrl-C one line and status 130, unless a traceback was asked for (:func:`debug_requested`)."""
     try:
         main()
     except UserError as error:
@@ -59,3 +62,63 @@ def run_cli(main: Callable[[], object], program: str) -> None:
             raise
         print(f'{program}: error: {error_line(error)}', file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if debug_requested():
+            raise
+        # checkpoints are written atomically: the last one saved is complete (--auto-resume continues from it)
+        print(f'{program}: interrupted', file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks shared by the Python entry points and the shell launchers (dist_train.sh, dist_test.sh call
+# ``python mmcv_custom/cli.py PROGRAM NAME=VALUE...`` before torchrun; this module imports nothing heavy).
+# ----------------------------------------------------------------------------------------------------------
+
+CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
+
+
+def check_config_path(path: str, field: str = 'config file') -> None:
+    """Raise :class:`UserError` unless ``path`` is an existing config file of a format mmcv reads."""
+    if not os.path.isfile(path):
+        raise UserError(f'{field} {path} does not exist')
+    if os.path.splitext(path)[1] not in CONFIG_SUFFIXES:
+        raise UserError(f'{field} {path}: expected a .py, .json or .yaml file')
+
+
+def check_positive_int(name: str, value: str) -> int:
+    """``value`` as a positive integer, else :class:`UserError` (``GPUS=abc: expected a positive integer``)."""
+    if not value.isdigit() or int(value) <= 0:
+        raise UserError(f'{name}={value}: expected a positive integer')
+    return int(value)
+
+
+def check_file_path(name: str, path: str) -> None:
+    """An existing file (URLs are left to the loaders)."""
+    if '://' not in path and not os.path.isfile(path):
+        raise UserError(f'{name} {path} does not exist')
+
+
+LAUNCHER_CHECKS: dict[str, Callable[[str, str], object]] = {
+    'CONFIG': lambda name, value: check_config_path(value),
+    'CHECKPOINT': lambda name, value: check_file_path('checkpoint', value),
+    'GPUS': check_positive_int,
+    'NNODES': check_positive_int,
+}
+
+
+def check_launcher_args(program: str, items: Sequence[str]) -> int:
+    """Check the launcher arguments ``NAME=VALUE`` (names of :data:`LAUNCHER_CHECKS`); 0 when all are fine, else
+    one line ``<program>: error: ...`` and 2 (the status of the Slurm scripts' checks and argparse errors)."""
+    try:
+        for item in items:
+            name, _, value = item.partition('=')
+            LAUNCHER_CHECKS[name](name, value)
+    except UserError as error:
+        print(f'{program}: error: {error}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':  # python mmcv_custom/cli.py dist_train.sh CONFIG=... GPUS=...
+    sys.exit(check_launcher_args(sys.argv[1], sys.argv[2:]))

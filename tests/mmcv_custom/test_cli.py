@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from mmcv_custom.cli import UserError, error_line, run_cli
+from mmcv_custom.cli import UserError, check_launcher_args, error_line, run_cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 PROGRAM = '''
 import sys
@@ -55,3 +58,37 @@ def test_error_raised_in_a_data_loader_worker_keeps_its_message():
                'last):\n  File "x.py", line 1, in f\nmmdet_custom.datasets.pipelines.UnreadableImageError: image file '
                'a.jpg cannot be read or decoded (no image decoded)\n')
     assert error_line(UserError(message)) == 'image file a.jpg cannot be read or decoded (no image decoded)'
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    monkeypatch.delenv('INTERNIMAGE_DEBUG', raising=False)
+    monkeypatch.setattr(sys, 'argv', ['prog.py'])
+
+    def main():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, 'prog.py')
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == 'prog.py: interrupted\n'
+
+
+@pytest.mark.parametrize('items, line', [
+    (['CONFIG=configs/missing.py'], 'dist_train.sh: error: config file configs/missing.py does not exist'),
+    ([f'CONFIG={REPO}/README.md'], f'dist_train.sh: error: config file {REPO}/README.md: expected a .py, .json or '
+                                   '.yaml file'),
+    (['GPUS=abc'], 'dist_train.sh: error: GPUS=abc: expected a positive integer'),
+    (['GPUS=0'], 'dist_train.sh: error: GPUS=0: expected a positive integer'),
+    (['GPUS=-2'], 'dist_train.sh: error: GPUS=-2: expected a positive integer'),
+    (['NNODES='], 'dist_train.sh: error: NNODES=: expected a positive integer'),
+    (['CHECKPOINT=missing.pth'], 'dist_train.sh: error: checkpoint missing.pth does not exist'),
+])
+def test_launcher_arguments(items, line, capsys):
+    assert check_launcher_args('dist_train.sh', items) == 2
+    assert capsys.readouterr().err == line + '\n'
+
+
+def test_launcher_arguments_that_are_fine(capsys):
+    config = REPO / 'configs/demo/mask_rcnn_internimage_demo_shapes.py'
+    assert check_launcher_args('dist_test.sh', [f'CONFIG={config}',
+                                                'GPUS=2', 'NNODES=1', 'CHECKPOINT=s3://bucket/x.pth']) == 0
+    assert capsys.readouterr().err == ''
