@@ -13,21 +13,25 @@ from __future__ import annotations
 
 import importlib
 import types
+import warnings
 
 import numpy
 
-# What numpy < 1.24 meant by each removed alias: the builtin itself.
+# What numpy < 1.24 meant by each removed alias: the builtin itself. numpy 2 has ``np.bool`` again (its own bool
+# type, which works wherever the builtin did), so numpy's own name always comes first.
 BUILTIN_ALIASES = {'int': int, 'float': float, 'bool': bool, 'object': object, 'str': str, 'complex': complex}
 
 
 class NumpyWithBuiltinAliases(types.ModuleType):
-    """numpy, plus the builtin aliases numpy 1.24 removed; every other attribute is numpy's own."""
+    """numpy, plus those builtin aliases removed in numpy 1.24 that this numpy lacks; everything else is numpy's."""
 
     def __init__(self) -> None:
         super().__init__(numpy.__name__, numpy.__doc__)
-        self.__dict__.update(BUILTIN_ALIASES)
+        with warnings.catch_warnings():  # numpy 2 warns that np.object etc. may come back as numpy scalar types
+            warnings.simplefilter('ignore', FutureWarning)
+            self.__dict__.update({name: alias for name, alias in BUILTIN_ALIASES.items() if not hasattr(numpy, name)})
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # only called for what the instance lacks: numpy's own names
         return getattr(numpy, name)
 
     def __dir__(self) -> list[str]:
