@@ -2,9 +2,10 @@
 # Build (once) and install mmcv-full 1.7.2 with its compiled ops into the given Python environment.
 #
 # mmcv-full 1.7.2 is published on PyPI only as a source distribution. The built wheel is cached
-# outside the repository, keyed by the exact torch version (and CUDA tag) it was compiled against,
-# because a wheel built against one torch must never be loaded by another (ABI mismatch). A second
-# run with the same torch finds the wheel and installs it in seconds.
+# outside the repository, keyed by the exact torch version (and CUDA tag) it was compiled against, the Python
+# version (cp311, cp312, ...) and CPU-only vs CUDA ops, because a wheel built against one torch or Python must never
+# be loaded by another (ABI mismatch). A second run with the same torch and Python finds the wheel and installs it
+# in seconds.
 #
 # usage: tools/install/build_mmcv_full.sh PYTHON
 set -euo pipefail
@@ -44,7 +45,7 @@ if [ "$installed" = yes ] && [ -f "$wheel_dir/BUILT_AGAINST" ] \
 fi
 
 if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-    echo "[mmcv-full] no cached wheel for torch $torch_version: building from source (17-30 min on 2 cores)"
+    echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (17-30 min on 2 cores)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     bash "$PIP" "$PYTHON" download --quiet --no-deps --no-build-isolation --no-binary :all: \
@@ -57,6 +58,14 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     n=$(grep -c "'-std=c++17'" "$src/setup.py")
     sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/setup.py"
     echo "[mmcv-full] raised $n '-std=c++17' flags to '-std=c++20' in setup.py"
+    # PATCH: setup.py's get_version() exec()s mmcv/version.py and reads `locals()['__version__']`, which Python 3.13
+    # no longer fills in from exec (PEP 667: KeyError: '__version__'). Read it through globals() instead, on every
+    # Python (the same version string; nothing else changes).
+    sed -i -e "s/exec(compile(f.read(), version_file, 'exec'))$/exec(compile(f.read(), version_file, 'exec'), globals())/" \
+        -e "s/return locals()\['__version__'\]/return globals()['__version__']/" "$src/setup.py"
+    grep -q "return globals()\['__version__'\]" "$src/setup.py" \
+        || { echo "[mmcv-full] setup.py's get_version() is not as expected: cannot patch it" >&2; exit 1; }
+    echo "[mmcv-full] setup.py reads its version through globals() (Python 3.13)"
     mkdir -p "$wheel_dir"
     # MMCV_WITH_OPS=1: build the compiled ops (mmcv.ops.nms, RoIAlign, ...). CUDA ops are built only
     # where torch sees a GPU (or FORCE_CUDA=1 is set by the caller); CPU ops always.
