@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import re
 
 import torch
 from mmcv.parallel import is_module_wrapper
@@ -89,10 +90,57 @@ def build_checkpoint(runner, meta: dict | None, save_optimizer: bool, by_epoch: 
     return checkpoint
 
 
+STALE_TMP = re.compile(r'\.(\d+)' + re.escape(TMP_SUFFIX) + '$')
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporary_files(directory: str) -> list[str]:
+    """Remove the temporary files (``<name>.<pid>.tmp``) that a save killed mid-write (SIGKILL, power loss) left
+    behind, unless their process is still running; returns the removed paths."""
+    removed = []
+    if not osp.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        match = STALE_TMP.search(name)
+        if match is None or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        path = osp.join(directory, name)
+        try:
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def weights_finite(checkpoint: dict) -> bool:
+    """Whether every floating-point tensor of the checkpoint's ``state_dict`` is finite (no NaN, no inf)."""
+    return all(bool(torch.isfinite(value).all()) for value in checkpoint['state_dict'].values()
+               if isinstance(value, torch.Tensor) and value.is_floating_point())
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` whose checkpoints and ``latest.pth`` link are replaced atomically (local paths only;
-    other storage backends fall back to mmcv's behaviour)."""
+    other storage backends fall back to mmcv's behaviour). Temporary files of a save that was killed are removed
+    when a run starts; checkpoint rotation (``max_keep_ckpts``) never deletes the newest checkpoint whose weights
+    are finite, so a diverging run keeps a usable one."""
+
+    def before_run(self, runner) -> None:
+        super().before_run(runner)
+        rank, _ = get_dist_info()
+        if rank == 0 and isinstance(self.out_dir, str) and '://' not in self.out_dir:
+            for path in remove_stale_temporary_files(self.out_dir):
+                runner.logger.info(f'removed {path}, left by an interrupted save')
 
     def _save_checkpoint(self, runner) -> None:
         rank, _ = get_dist_info()
@@ -119,12 +167,20 @@ class AtomicCheckpointHook(CheckpointHook):
         if self.args.get('create_symlink', True):
             atomic_symlink(filename, osp.join(self.out_dir, 'latest.pth'))
 
-        if runner.meta is not None:
-            runner.meta.setdefault('hook_msgs', dict())
-            runner.meta['hook_msgs']['last_ckpt'] = path
-        if self.max_keep_ckpts > 0:
+        hook_msgs = runner.meta.setdefault('hook_msgs', dict()) if runner.meta is not None else {}
+        hook_msgs['last_ckpt'] = path
+        if weights_finite(checkpoint):
+            hook_msgs['last_finite_ckpt'] = path
+        else:
+            kept = hook_msgs.get('last_finite_ckpt')
+            runner.logger.warning(f'checkpoint {path} holds non-finite weights; '
+                                  + (f'{kept} is kept as the last finite one' if kept else 'no earlier one is finite'))
+        keep = hook_msgs.get('last_finite_ckpt')
+        if self.max_keep_ckpts > 0 and self.interval > 0:
             for old_step in range(step - self.max_keep_ckpts * self.interval, 0, -self.interval):
                 old_path = osp.join(self.out_dir, filename_tmpl.format(old_step))
+                if keep is not None and osp.abspath(old_path) == osp.abspath(keep):
+                    continue  # the last finite checkpoint outlives the rotation
                 if not osp.isfile(old_path):
                     break
                 os.remove(old_path)

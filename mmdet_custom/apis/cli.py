@@ -15,18 +15,27 @@ through :func:`~mmcv_custom.cli.run_cli`):
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import os
 import os.path as osp
 import random
+import re
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from numbers import Real
 
-from mmcv_custom.cli import UserError
-from mmdet_custom.datasets.checks import DatasetFileError, check_dataset_files, leaf_dataset_configs
+from mmcv import DictAction
+
+from mmcv_custom.cli import UserError, check_config_path, debug_requested
+from mmdet_custom.datasets.checks import (
+    DatasetFileError,
+    check_coco_records,
+    check_dataset_files,
+    leaf_dataset_configs,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Config loading and field checks
@@ -150,24 +159,129 @@ def check_registered_types(cfg, sections: tuple[str, ...] = ('model', 'data', 'o
                 raise UserError(f'config field {field}: {value!r} is not a registered type ({hint})')
 
 
-def load_config(path: str, cfg_options: dict | None = None):
-    """``mmcv.Config.fromfile`` with ``--cfg-options`` merged, ``${key}`` substituted, field types and registered
-    ``type=`` names checked."""
+def _config_frames(error: BaseException) -> list:
+    """The frames of mmcv's ``Config._file2dict`` (one per config file being read, outermost first) in the traceback
+    of ``error``, with the user's file (``filename``) and mmcv's temporary copy (``temp_config_file``)."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == '_file2dict' and 'filename' in frame.f_locals:
+            frames.append(frame)
+        tb = tb.tb_next
+    return frames
+
+
+def _forget_temporary_copies(frames: list) -> None:
+    """mmcv reads a config through a temporary copy whose folder is gone by the time the copy's file object is
+    garbage-collected: its clean-up then prints an "Exception ignored ... FileNotFoundError" traceback. Close the
+    copies without deleting them (the folder went with them), and drop the folder mmcv left on ``sys.path``."""
+    for frame in frames:
+        temp_file = frame.f_locals.get('temp_config_file')
+        closer = getattr(temp_file, '_closer', None)
+        if closer is not None and hasattr(closer, 'delete'):
+            closer.delete = False
+            if hasattr(closer, 'delete_on_close'):
+                closer.delete_on_close = False
+            try:
+                temp_file.close()
+            except OSError:
+                pass
+        temp_dir = frame.f_locals.get('temp_config_dir')
+        while isinstance(temp_dir, str) and temp_dir in sys.path:
+            sys.path.remove(temp_dir)
+
+
+def _config_error_line(error: BaseException, path: str, field: str = 'config file') -> str:
+    """One line for an exception raised while mmcv read config ``path``: the user's file (``path`` or the
+    ``_base_`` file that failed) and line, never mmcv's temporary copy."""
+    frames = _config_frames(error)
+    user_file = frames[-1].f_locals['filename'] if frames else path
+    temp_file = getattr(frames[-1].f_locals.get('temp_config_file'), 'name', None) if frames else None
+    _forget_temporary_copies(frames)
+    shown = path if osp.abspath(path) == osp.abspath(user_file) else f'{path}: its base {user_file}'
+    lineno, message = None, f'{type(error).__name__}: {error}'
+    if isinstance(error, SyntaxError):  # mmcv re-raises the compiler's error as text, without its line: compile again
+        try:
+            with open(user_file, encoding='utf-8') as f:
+                compile(f.read(), user_file, 'exec')
+        except SyntaxError as own:
+            lineno, message = own.lineno, f'syntax error: {own.msg}'
+    elif hasattr(error, 'problem_mark') and error.problem_mark is not None:  # yaml's errors
+        lineno = error.problem_mark.line + 1
+        message = f'invalid YAML: {getattr(error, "problem", None) or error}'
+    elif isinstance(error, json.JSONDecodeError):
+        lineno, message = error.lineno, f'invalid JSON: {error.msg}'
+    else:  # an exception raised by the config's own code: the innermost line of the (line-for-line) copy
+        tb = error.__traceback__
+        while tb is not None:
+            if temp_file is not None and tb.tb_frame.f_code.co_filename == temp_file:
+                lineno = tb.tb_lineno
+            tb = tb.tb_next
+    error.__traceback__ = None  # the frames hold the temporary copies: release them now
+    return f'{field} {shown}{f", line {lineno}" if lineno else ""}: {message}'
+
+
+def _config_options_line(option_string: str | None, item: str, reason: str) -> str:
+    return f'{option_string or "--cfg-options"} {item}: {reason}'
+
+
+def _balanced(text: str) -> bool:
+    depth: list[str] = []
+    pairs = {')': '(', ']': '['}
+    for char in text:
+        if char in '([':
+            depth.append(char)
+        elif char in pairs:
+            if not depth or depth.pop() != pairs[char]:
+                return False
+    return not depth
+
+
+class KeyValueAction(DictAction):
+    """mmcv's ``DictAction`` (``KEY=VALUE`` items) whose malformed items - no ``=``, an empty key, unbalanced brackets
+    - are a :class:`UserError` naming the option and the item (mmcv raises from inside argparse)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        options = {}
+        for item in values:
+            key, sep, value = item.partition('=')
+            if not sep or not key:
+                raise UserError(_config_options_line(option_string, item, 'expected KEY=VALUE'))
+            if not _balanced(value):
+                raise UserError(_config_options_line(option_string, item, 'unbalanced brackets in the value'))
+            try:
+                options[key] = self._parse_iterable(value)
+            except (AssertionError, ValueError, IndexError) as error:
+                reason = f'cannot parse the value ({error})'
+                raise UserError(_config_options_line(option_string, item, reason)) from None
+        setattr(namespace, self.dest, options)
+
+
+def read_config(path: str, field: str = 'config file'):
+    """``mmcv.Config.fromfile(path)``; any failure of the file itself (a syntax error, an exception its code raises,
+    broken YAML/JSON, a missing ``_base_``) is one line naming the user's file and line (``field`` names the
+    argument, e.g. ``deploy_cfg``)."""
     from mmcv import Config
+
+    check_config_path(path, field)
+    try:
+        return Config.fromfile(path)
+    except Exception as error:  # noqa: BLE001  (a config is code: it can raise anything)
+        if debug_requested():
+            raise
+        raise UserError(_config_error_line(error, path, field)) from None
+
+
+def load_config(path: str, cfg_options: dict | None = None, required: tuple[str, ...] = (),
+                field: str = 'config file'):
+    """``mmcv.Config.fromfile`` with ``--cfg-options`` merged, ``${key}`` substituted, field types and registered
+    ``type=`` names checked. Any failure of the config file itself (a syntax error, an exception its code raises,
+    broken YAML/JSON, a missing ``_base_``) is one line naming the user's file and line; ``required`` names the
+    fields the caller needs (``'model'``, ``'data.train'``...)."""
     from mmdet.utils import replace_cfg_vals, update_data_root
 
-    if not osp.isfile(path):
-        raise UserError(f'config file {path} does not exist')
-    if osp.splitext(path)[1] not in ('.py', '.json', '.yaml', '.yml'):
-        raise UserError(f'config file {path}: expected a .py, .json or .yaml file')
-    try:
-        cfg = Config.fromfile(path)
-    except SyntaxError as error:
-        raise UserError(f'config file {path}: syntax error at line {error.lineno}: {error.msg}') from None
-    except (FileNotFoundError, OSError) as error:  # e.g. a missing _base_ file
-        raise UserError(f'config file {path}: {error}') from None
-    except (KeyError, TypeError, ValueError, NameError, ImportError) as error:
-        raise UserError(f'config file {path}: {type(error).__name__}: {error}') from None
+    cfg = read_config(path, field)
     cfg = replace_cfg_vals(cfg)
     update_data_root(cfg)
     if cfg_options is not None:
@@ -175,18 +289,195 @@ def load_config(path: str, cfg_options: dict | None = None):
             cfg.merge_from_dict(cfg_options)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f'--cfg-options {cfg_options}: {error}') from None
+    for name in required:
+        if _lookup(cfg, name) in (_MISSING, None):
+            raise UserError(f'{field} {path} has no {name} (set it there or in a _base_ file)')
     check_config_types(cfg)
     check_registered_types(cfg)
     return cfg
 
 
 # ----------------------------------------------------------------------------------------------------------
+# One validation pass over the merged config: values mmcv/mmdet check only deep inside a run (or never)
+# ----------------------------------------------------------------------------------------------------------
+
+LOADER_SECTIONS = ('data', 'data.train_dataloader', 'data.val_dataloader', 'data.test_dataloader')
+OPTIMIZER_OWN_KEYS = ('type', 'constructor', 'paramwise_cfg')  # read by mmcv's optimizer constructor, not torch
+# Heads whose num_classes is not the dataset's (mmdet's NumClassCheckHook skips the same ones).
+NOT_CLASS_HEADS = ('RPNHead', 'GARPNHead', 'CascadeRPNHead', 'StageCascadeRPNHead', 'FusedSemanticHead', 'VGG')
+
+
+def _rejected(field: str, what: str, error: BaseException) -> UserError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else 'an assertion on its arguments failed'
+    return UserError(f'config field {field}: {what} rejects it: {reason}')
+
+
+def check_keywords(function, keys, skip: tuple[str, ...], field: str, noun: str, owner: str) -> None:
+    """Raise :class:`UserError` for the first of ``keys`` that ``function`` does not take (unless it takes
+    ``**kwargs``), with the nearest of its parameters: ``<field>: not an <noun> of <owner> (did you mean ...?)``."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [name for name in parameters if name not in skip]
+    for key in keys:
+        if key not in known:
+            nearest = difflib.get_close_matches(key, known, n=1)
+            guess = f'did you mean {nearest[0]}? ' if nearest else ''
+            raise UserError(f'{field.format(key)}: not an {noun} of {owner} ({guess}{noun}s: {", ".join(known)})')
+
+
+def check_loader_sizes(cfg) -> None:
+    """``samples_per_gpu`` >= 1 (0 makes the sampler yield nothing and training wait for ever) and
+    ``workers_per_gpu`` >= 0, in ``data`` and its per-split ``*_dataloader`` sections."""
+    for section in LOADER_SECTIONS:
+        for key, least in (('samples_per_gpu', 1), ('workers_per_gpu', 0)):
+            value = _lookup(cfg, f'{section}.{key}')
+            if isinstance(value, int) and value < least:
+                raise UserError(f'config field {section}.{key} is {value}: expected an integer >= {least}')
+
+
+def check_optimizer(cfg) -> None:
+    """Build the config's torch optimizer on one dummy parameter: a misspelt key names the nearest argument, a value
+    torch refuses (a negative learning rate, betas outside [0, 1)) is refused with torch's reason."""
+    import torch
+    from mmcv.runner.optimizer import OPTIMIZERS
+
+    optimizer = _lookup(cfg, 'optimizer')
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get('type'), str):
+        return
+    optimizer_cls = OPTIMIZERS.get(optimizer['type'])
+    if optimizer_cls is None:
+        return  # check_registered_types names it
+    kwargs = {key: value for key, value in optimizer.items() if key not in OPTIMIZER_OWN_KEYS}
+    check_keywords(optimizer_cls.__init__, kwargs, ('self', 'params'), 'config field optimizer.{}', 'argument',
+                   optimizer_cls.__name__)
+    try:
+        optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except (ValueError, TypeError, AssertionError, RuntimeError) as error:
+        raise _rejected('optimizer', optimizer_cls.__name__, error) from None
+
+
+def check_schedule_hooks(cfg) -> None:
+    """Build ``lr_config`` / ``momentum_config`` into their hooks as mmcv's runner will (``policy='step'`` ->
+    ``StepLrUpdaterHook``): an unknown policy lists the known ones, bad arguments give the hook's reason."""
+    import copy
+
+    from mmcv.runner import HOOKS
+    from mmcv.utils import build_from_cfg
+
+    for section, suffix in (('lr_config', 'LrUpdaterHook'), ('momentum_config', 'MomentumUpdaterHook')):
+        hook_cfg = _lookup(cfg, section)
+        if not isinstance(hook_cfg, dict):
+            continue
+        hook_cfg = copy.deepcopy(dict(hook_cfg))
+        policy = hook_cfg.pop('policy', None)
+        if not isinstance(policy, str):
+            raise UserError(f'config field {section}.policy is missing (e.g. policy=\'step\')')
+        policies = sorted(name[:-len(suffix)] for name in HOOKS.module_dict if name.endswith(suffix))
+        hook_type = (policy.title() if policy == policy.lower() else policy) + suffix
+        if hook_type not in HOOKS.module_dict:
+            nearest = difflib.get_close_matches(policy.title(), policies, n=1)
+            guess = f'did you mean {nearest[0]!r}? ' if nearest else ''
+            raise UserError(f'config field {section}.policy: {policy!r} is not a known policy ({guess}known: '
+                            f'{", ".join(policies)})')
+        try:
+            build_from_cfg(dict(hook_cfg, type=hook_type), HOOKS)
+        except (ValueError, TypeError, AssertionError, KeyError) as error:
+            raise _rejected(section, hook_type, error) from None
+
+
+def check_intervals(cfg, validate: bool) -> None:
+    """``checkpoint_config.interval`` is not 0 (it would crash the checkpoint rotation; a negative one, mmcv's default
+    -1, saves only at the end). ``evaluation.interval`` is positive when the run validates."""
+    interval = _lookup(cfg, 'checkpoint_config.interval')
+    if isinstance(interval, int) and interval == 0:
+        raise UserError(f'config field checkpoint_config.interval is {interval}: expected a positive number of '
+                        'epochs/iterations, or -1 (save only at the end)')
+    interval = _lookup(cfg, 'evaluation.interval')
+    if validate and isinstance(interval, int) and interval <= 0:
+        raise UserError(f'config field evaluation.interval is {interval}: expected a positive number of '
+                        'epochs/iterations (or train with --no-validate)')
+
+
+def _class_names(ds_cfg) -> tuple[list[str] | None, str]:
+    """The class names a dataset config trains on and where they come from (``classes=`` or the dataset type)."""
+    from mmdet.datasets import DATASETS
+
+    classes = ds_cfg.get('classes')
+    if isinstance(classes, str) and osp.isfile(classes):  # mmdet reads a file of names, one a line
+        with open(classes) as f:
+            return [line.strip() for line in f if line.strip()], f'classes file {classes}'
+    if isinstance(classes, (list, tuple)):
+        return list(classes), 'classes'
+    dataset_cls = DATASETS.get(ds_cfg.get('type')) if isinstance(ds_cfg.get('type'), str) else None
+    names = getattr(dataset_cls, 'CLASSES', None)
+    return (list(names), f'{ds_cfg["type"]}.CLASSES') if names else (None, '')
+
+
+def _class_heads(node, path: str) -> Iterator[tuple[str, int]]:
+    """(dotted path, num_classes) of every head in a model config that predicts the dataset's classes."""
+    if isinstance(node, dict):
+        if isinstance(node.get('num_classes'), int) and node.get('type') not in NOT_CLASS_HEADS:
+            yield path, node['num_classes']
+        for key, value in node.items():
+            if key not in ('train_cfg', 'test_cfg'):
+                yield from _class_heads(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, item in enumerate(node):
+            yield from _class_heads(item, f'{path}.{index}')
+
+
+def check_classes_match_heads(cfg, split: str) -> None:
+    """Every class head's ``num_classes`` equals the number of classes of ``data.<split>`` (mmdet's
+    ``NumClassCheckHook`` checks this only under the epoch runner; the iteration runner trains a mismatch)."""
+    data_cfg = _lookup(cfg, f'data.{split}')
+    if data_cfg in (_MISSING, None) or _lookup(cfg, 'model') is _MISSING:
+        return
+    for ds_cfg, ds_field in leaf_dataset_configs(data_cfg, f'data.{split}'):
+        names, source = _class_names(ds_cfg)
+        if names is None:
+            continue
+        for head, num_classes in _class_heads(cfg.model, 'model'):
+            if num_classes != len(names):
+                where = f'{ds_field}.classes' if source == 'classes' else f'{ds_field} ({source})'
+                raise UserError(f'config field {head}.num_classes is {num_classes}, but {where} has {len(names)} '
+                                'classes: set both to the same number')
+
+
+def check_train_config(cfg, validate: bool) -> None:
+    """The one validation pass of train.py over the merged config, before anything is built."""
+    check_loader_sizes(cfg)
+    check_optimizer(cfg)
+    check_schedule_hooks(cfg)
+    check_intervals(cfg, validate)
+    check_classes_match_heads(cfg, 'train')
+    metrics = _lookup(cfg, 'evaluation.metric')
+    if validate and metrics not in (_MISSING, None) and _lookup(cfg, 'data.val') not in (_MISSING, None):
+        check_eval_args(cfg.data.val, 'data.val', [metrics] if isinstance(metrics, str) else list(metrics), False,
+                        option='config field evaluation.metric')
+
+
+def check_test_config(cfg) -> None:
+    """The validation pass of test.py (and the other inference entry points) over the merged config."""
+    check_loader_sizes(cfg)
+    check_classes_match_heads(cfg, 'test')
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Datasets: annotation files, image files
 # ----------------------------------------------------------------------------------------------------------
 
-def check_annotation_files(data_cfg, field: str, config_file: str | None = None) -> None:
-    """Raise :class:`UserError` for a missing dataset file or folder (``check_dataset_files``), or an empty or
-    non-JSON annotation file in ``data_cfg``."""
+def pipeline_loads_masks(pipeline) -> bool:
+    """Whether a data pipeline loads instance masks (``LoadAnnotations(with_mask=True)``)."""
+    return any(isinstance(step, dict) and step.get('with_mask') for step in pipeline or [])
+
+
+def check_annotation_files(data_cfg, field: str, config_file: str | None = None, *, need_masks: bool | None = None,
+                           evaluated: bool = False, training: bool = False) -> None:
+    """Raise :class:`UserError` for a missing dataset file or folder (``check_dataset_files``), an empty or
+    non-JSON annotation file in ``data_cfg``, or a COCO-format file whose records would fail mid-run
+    (:func:`~mmdet_custom.datasets.checks.check_coco_records`; ``need_masks`` defaults to what the dataset's
+    pipeline loads)."""
     try:
         check_dataset_files(data_cfg, field, config_file=config_file)
     except DatasetFileError as error:
@@ -207,6 +498,10 @@ def check_annotation_files(data_cfg, field: str, config_file: str | None = None)
                                     f'({error})') from None
                 if isinstance(content, dict) and 'images' in content and not content['images']:
                     raise UserError(f'{ds_field}.ann_file: annotation file {ann_file} lists no images')
+                if isinstance(content, dict) and 'images' in content and 'annotations' in content:
+                    masks = pipeline_loads_masks(ds_cfg.get('pipeline')) if need_masks is None else need_masks
+                    check_coco_records(content, ann_file, ds_field, need_masks=masks, evaluated=evaluated,
+                                       training=training, classes=ds_cfg.get('classes'))
 
 
 def _leaf_datasets(dataset) -> Iterator:
@@ -283,9 +578,62 @@ def state_dict_of(checkpoint, path: str, field: str = 'checkpoint') -> dict:
     import torch
 
     state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not isinstance(state_dict, dict) or not state_dict or not all(isinstance(v, torch.Tensor)
+                                                                     for v in state_dict.values()):
         raise UserError(f'{field} {path}: holds no state_dict of tensors')
+    check_finite_weights(state_dict, path, field)
     return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
+
+
+def nan_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN (inf can be a legitimate mask value)."""
+    import torch
+    return [key for key, value in state_dict.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and bool(torch.isnan(value).any())]
+
+
+def check_finite_weights(state_dict: dict, path: str, field: str = 'checkpoint') -> None:
+    """Refuse a checkpoint with NaN weights (a diverged run): it would evaluate to empty metrics without a word."""
+    bad = nan_tensors(state_dict)
+    if bad:
+        raise UserError(f'{field} {path}: {len(bad)} of {len(state_dict)} tensors hold NaN (e.g. '
+                        f'{", ".join(bad[:SHOWN_KEYS])}): the run diverged; use an earlier checkpoint')
+
+
+def check_resumable(checkpoint: dict, path: str, field: str = '--resume-from') -> None:
+    """A checkpoint to resume from carries the training state mmcv's ``runner.resume`` reads (``meta`` with
+    ``epoch`` and ``iter``); released checkpoints hold weights only."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict) or not {'epoch', 'iter'} <= set(meta):
+        raise UserError(f'{field} {path}: holds weights only, no training state (meta epoch/iter) to resume; to '
+                        f'start a new run from these weights use --cfg-options load_from={path}')
+
+
+CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
+
+
+def newest_intact_checkpoint(work_dir: str, logger=None) -> str | None:
+    """The newest checkpoint of ``work_dir`` (``epoch_N.pth`` / ``iter_N.pth``, highest N) that reads, can be
+    resumed and holds no NaN; newer broken ones are skipped with a warning. mmdet's ``find_latest_checkpoint``
+    takes whatever ``latest.pth`` names and fails on ``int('latest')`` when that link is dangling."""
+    if not osp.isdir(work_dir):
+        return None
+    candidates = sorted(((int(match.group(1)), name) for name in os.listdir(work_dir)
+                         if (match := CHECKPOINT_NAME.match(name))), reverse=True)
+    for _, name in candidates:
+        path = osp.join(work_dir, name)
+        try:
+            checkpoint = read_checkpoint(path, 'checkpoint')
+            check_resumable(checkpoint, path, 'checkpoint')
+            state_dict_of(checkpoint, path, 'checkpoint')
+        except UserError as error:
+            message = f'--auto-resume: skipping {error}'
+            if logger is not None:
+                logger.warning(message)
+            warnings.warn(message, stacklevel=2)
+            continue
+        return path
+    return None
 
 
 def checkpoint_mismatch(state_dict: dict, model) -> list[str]:
@@ -311,6 +659,28 @@ def check_checkpoint_matches(state_dict: dict, model, path: str, target: str, fi
         raise UserError(f'{field} {path} does not match {target}: {", ".join(problems)}{hint}')
 
 
+EMA_PREFIX = 'ema_'
+
+
+def drop_ema_buffers(state_dict: dict, model, path: str) -> dict:
+    """``state_dict`` without the ``ema_*`` buffers that mmdet's EMA hooks (``ExpMomentumEMAHook``, ...) add to the
+    model during training and save with it (the Cascade L/XL 3x checkpoints hold 277 of them), where ``model`` has
+    none: the hook swaps the EMA weights into the model's own tensors before saving, so those are what a test or a
+    demo loads. Only ``ema_<key with dots as underscores>`` of a key of ``model`` is dropped (any other extra key
+    stays, and the strict check refuses it); one log line says how many. Resuming an EMA run keeps them:
+    ``train.py`` hands the checkpoint to the EMA hook, which reloads it once it has registered its buffers."""
+    model_keys = model.state_dict().keys()
+    ema_names = {EMA_PREFIX + key.replace('.', '_') for key in model_keys}
+    dropped = [key for key in state_dict if key in ema_names and key not in model_keys]
+    if not dropped:
+        return state_dict
+    from mmdet.utils import get_root_logger
+    get_root_logger().info(f'{path}: dropped its {len(dropped)} ema_* buffers (an EMA training run\'s; the model\'s '
+                           'own tensors in it hold the EMA weights)')
+    kept = set(state_dict) - set(dropped)
+    return {key: value for key, value in state_dict.items() if key in kept}
+
+
 def load_checkpoint_checked(model, path: str, target: str, allow_partial: bool = False,
                             field: str = 'checkpoint') -> dict:
     """Read ``path`` and load it into ``model``; returns the checkpoint. A checkpoint of another model is refused
@@ -319,7 +689,7 @@ def load_checkpoint_checked(model, path: str, target: str, allow_partial: bool =
     from mmdet.utils import get_root_logger
 
     checkpoint = read_checkpoint(path, field)
-    state_dict = state_dict_of(checkpoint, path, field)
+    state_dict = drop_ema_buffers(state_dict_of(checkpoint, path, field), model, path)
     if not allow_partial:
         check_checkpoint_matches(state_dict, model, path, target, field,
                                  hint=f'; pass {PARTIAL_FLAG} to load the matching tensors only')
@@ -361,7 +731,7 @@ def allowed_eval_metrics(dataset_cls: type) -> tuple[tuple[str, ...], bool] | No
 
 
 def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format_only: bool,
-                    plot_dir: str | None = None) -> None:
+                    plot_dir: str | None = None, option: str = '--eval') -> None:
     """Raise :class:`UserError` when ``--eval`` names a metric the dataset in ``data_cfg`` cannot compute, when
     ``--format-only`` is asked of a dataset without a result format, or ``--plot-dir`` of a run that computes no
     COCO box or mask AP - before any model or dataset is built."""
@@ -386,14 +756,97 @@ def check_eval_args(data_cfg, field: str, eval_metrics: list[str] | None, format
                     lowered = {name.lower(): name for name in metrics}
                     nearest = difflib.get_close_matches(metric.lower(), list(lowered), n=1)
                     guess = f'did you mean {lowered[nearest[0]]!r}? ' if nearest else ''
-                    raise UserError(f'--eval {metric}: not a metric of {dataset_type} ({field}.type); {guess}'
+                    raise UserError(f'{option} {metric}: not a metric of {dataset_type} ({field}.type); {guess}'
                                     f'choose from {", ".join(metrics)}')
             if not multi and len(eval_metrics) > 1:
-                raise UserError(f'--eval {" ".join(eval_metrics)}: {dataset_type} evaluates one metric per run; '
+                raise UserError(f'{option} {" ".join(eval_metrics)}: {dataset_type} evaluates one metric per run; '
                                 f'choose one of {", ".join(metrics)}')
     if format_only and dataset_cls.format_results is CustomDataset.format_results:
         raise UserError(f'--format-only: {dataset_type} ({field}.type) has no result format to write; use --out '
                         'FILE.pkl to keep the raw results')
+
+
+def check_eval_options(data_cfg, field: str, eval_options: dict | None, format_only: bool) -> None:
+    """``--eval-options`` are keyword arguments of the dataset's ``evaluate`` (``format_results`` with
+    ``--format-only``): an unknown one, or a ``jsonfile_prefix`` that cannot be written, is refused before the
+    inference (mmdet fails after it). ``--format-only`` of a COCO-style dataset needs a ``jsonfile_prefix``: without
+    one mmdet writes the results into a temporary folder and deletes it."""
+    from mmdet.datasets import DATASETS, CocoDataset
+
+    options = dict(eval_options or {})
+    dataset_type = data_cfg.get('type') if isinstance(data_cfg, dict) else None
+    dataset_cls = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else None
+    if dataset_cls is None:
+        return
+    method = dataset_cls.format_results if format_only else dataset_cls.evaluate
+    check_keywords(method, options, ('self', 'results', 'metric', 'logger'), '--eval-options {}', 'option',
+                   f'{dataset_type}.{method.__name__}')
+    prefix = options.get('jsonfile_prefix')
+    if isinstance(prefix, str):
+        check_writable_file(prefix, '--eval-options jsonfile_prefix')
+    elif format_only and issubclass(dataset_cls, CocoDataset):
+        raise UserError('--format-only: pass --eval-options jsonfile_prefix=PATH/NAME to say where the result files '
+                        'go (without it mmdet writes them into a temporary folder and deletes them)')
+
+
+def check_device(device: str, field: str = '--device') -> None:
+    """``device`` is a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``); CUDA itself may be missing (the
+    entry points fall back to the CPU or say so)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ('cpu', 'cuda'):
+        raise UserError(f'{field} {device}: not a device (expected cpu, cuda or cuda:N)')
+    if parsed.type == 'cuda' and parsed.index is not None and torch.cuda.is_available() \
+            and parsed.index >= torch.cuda.device_count():
+        raise UserError(f'{field} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.pnm',
+                  '.jp2', '.exr', '.hdr', '.sr', '.ras')   # what OpenCV's imwrite picks an encoder for
+MIN_RESIZED_SIDE = 32  # the backbones' deepest stride: a thinner input leaves less than one feature pixel
+
+
+def check_image_output(path: str, field: str) -> None:
+    """An output picture path whose extension OpenCV can encode (it picks the format by the extension)."""
+    if osp.splitext(path)[1].lower() not in IMAGE_SUFFIXES:
+        raise UserError(f'{field} {path}: expected an image file name ending in .jpg, .png, ... (the extension '
+                        'chooses the format)')
+
+
+def _test_resize(pipeline) -> tuple[tuple[int, int] | None, bool]:
+    """(img_scale, keep_ratio) of a test pipeline's first resize (inside ``MultiScaleFlipAug`` or not)."""
+    for step in pipeline or []:
+        if not isinstance(step, dict):
+            continue
+        if step.get('type') == 'MultiScaleFlipAug':
+            scale = step.get('img_scale') or step.get('scale_factor')
+            inner = [t for t in step.get('transforms', []) if isinstance(t, dict) and t.get('type') == 'Resize']
+            keep_ratio = inner[0].get('keep_ratio', True) if inner else True
+            scale = scale[0] if isinstance(scale, list) else scale
+            return (tuple(scale) if isinstance(scale, tuple) and len(scale) == 2 else None), keep_ratio
+        if step.get('type') == 'Resize' and step.get('img_scale'):
+            scale = step['img_scale']
+            scale = scale[0] if isinstance(scale, list) else scale
+            return (tuple(scale) if len(scale) == 2 else None), step.get('keep_ratio', True)
+    return None, True
+
+
+def check_image_size(height: int, width: int, pipeline, field: str) -> None:
+    """An image whose test-time resize (``img_scale``, ``keep_ratio``) leaves a side under
+    :data:`MIN_RESIZED_SIDE` pixels (a 4000x4 strip) cannot go through the detector: refused with its size."""
+    scale, keep_ratio = _test_resize(pipeline)
+    if scale is None or not keep_ratio:
+        resized = (height, width) if scale is None else (scale[1], scale[0])
+    else:
+        factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+        resized = (int(height * factor + 0.5), int(width * factor + 0.5))
+    if min(resized) < MIN_RESIZED_SIDE:
+        raise UserError(f'{field}: the image is {width}x{height} pixels; resized for the model it would be '
+                        f'{resized[1]}x{resized[0]}, under the {MIN_RESIZED_SIDE} pixels a side the detector needs')
 
 
 def _probe_writable(folder: str) -> None:

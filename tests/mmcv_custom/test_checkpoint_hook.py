@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -76,3 +78,33 @@ def test_epoch_based_names_and_counters(tmp_path):
     hook._save_checkpoint(fake_runner(tmp_path, iteration=10, epoch=1))
     checkpoint = torch.load(tmp_path / 'epoch_2.pth', weights_only=False)
     assert (checkpoint['meta']['epoch'], checkpoint['meta']['iter']) == (2, 10)
+
+
+def test_rotation_never_deletes_the_last_finite_checkpoint(tmp_path):
+    hook = AtomicCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    runner = fake_runner(tmp_path, 0)
+    hook.before_run(runner)
+    hook._save_checkpoint(runner)                      # iter_1.pth: finite
+    runner.iter = 1
+    with torch.no_grad():
+        runner.model.weight.fill_(float('nan'))        # the run diverged
+    hook._save_checkpoint(runner)                      # iter_2.pth: NaN; iter_1.pth must stay
+    runner.iter = 2
+    hook._save_checkpoint(runner)                      # iter_3.pth: NaN; iter_2.pth goes, iter_1.pth stays
+    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == ['iter_1.pth', 'iter_3.pth']
+    assert runner.meta['hook_msgs']['last_finite_ckpt'] == str(tmp_path / 'iter_1.pth')
+    assert torch.isfinite(torch.load(tmp_path / 'iter_1.pth', weights_only=False)['state_dict']['weight']).all()
+
+
+def test_stale_temporary_files_of_a_killed_save_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()   # a pid no process has any more
+    stale = tmp_path / f'iter_4.pth.{dead.pid}{checkpoint_hook.TMP_SUFFIX}'
+    stale.write_bytes(b'PK\x03\x04 half a checkpoint')
+    live = tmp_path / f'iter_6.pth.{os.getppid()}{checkpoint_hook.TMP_SUFFIX}'   # a running process's save
+    live.write_bytes(b'in progress')
+    other = tmp_path / 'notes.tmp'
+    other.write_text('not ours')
+    AtomicCheckpointHook(interval=2, by_epoch=False).before_run(fake_runner(tmp_path, 0))
+    assert not stale.exists()
+    assert live.exists() and other.exists()
