@@ -4,7 +4,8 @@ plus distributed testing without CUDA (gloo), SyncBN converted to BN in single-p
 (``mmcv_custom.cli``) for a bad config, a truncated checkpoint or one of another model (``--allow-partial-checkpoint``
 to load it anyway), ``--eval`` metrics the dataset cannot compute (checked before anything is built), unwritable
 output folders, missing/empty annotation files, missing or undecodable images; and ``--plot-dir`` for per-class AP
-and precision-recall pictures of the COCO evaluation.
+and precision-recall pictures of the COCO evaluation; ``--tta`` for test-time augmentation
+(``mmdet_custom.apis.tta``).
 
     python test.py CONFIG CHECKPOINT --eval bbox segm [--out results.pkl] [--show-dir DIR] [--work-dir DIR]
 """
@@ -20,7 +21,6 @@ import warnings
 
 import mmcv
 import torch
-from mmcv import DictAction
 from mmcv.cnn import fuse_conv_bn
 from mmcv.runner import get_dist_info, wrap_fp16_model
 from mmdet.apis import multi_gpu_test, single_gpu_test
@@ -36,16 +36,20 @@ from mmcv_custom.cpu_distributed import build_ddp_any_device, enable_cpu_distrib
 from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
+    KeyValueAction,
     build_dataset_checked,
     check_annotation_files,
     check_dataset,
     check_eval_args,
+    check_eval_options,
+    check_test_config,
     check_writable_dir,
     check_writable_file,
     load_checkpoint_checked,
     load_config,
 )
 from mmdet_custom.apis.eval_plots import write_eval_plots
+from mmdet_custom.apis.tta import apply_tta
 from mmdet_custom.datasets import guard_image_loading
 
 
@@ -74,15 +78,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--gpu-collect', action='store_true', help='whether to use gpu to collect results.')
     parser.add_argument('--tmpdir', help='tmp directory used for collecting results from multiple workers, '
                                          'available when gpu-collect is not specified')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override some settings in the used config, the key-value pair in xxx=yyy format will '
                              'be merged into config file. If the value to be overwritten is a list, it should be '
                              'like key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
                              'key="[(a,b),(c,d)]". Note that the quotation marks are necessary and that no white '
                              'space is allowed.')
-    parser.add_argument('--options', nargs='+', action=DictAction,
+    parser.add_argument('--options', nargs='+', action=KeyValueAction,
                         help='(Deprecated, use --eval-options) custom options for evaluation')
-    parser.add_argument('--eval-options', nargs='+', action=DictAction,
+    parser.add_argument('--eval-options', nargs='+', action=KeyValueAction,
                         help='custom options for evaluation, the key-value pair in xxx=yyy format will be kwargs for '
                              'dataset.evaluate() function')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -93,6 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'random); without it such a checkpoint is refused')
     parser.add_argument('--plot-dir', help='write per-class AP and precision-recall plots of the COCO evaluation '
                                            '(per_class_ap_<bbox|segm>.png/.json, precision_recall_<bbox|segm>.png)')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the scales and flip of the config's `tta` dict (default: the "
+                             "test scale plus a horizontal flip), merged by the model's aug_test")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -137,10 +144,14 @@ def prepare_test_cfg(cfg):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, required=('model', 'data.test'))
+    check_test_config(cfg)
     cfg = prepare_test_cfg(cfg)
+    if args.tta:
+        print(f'[test.py] {apply_tta(cfg)}')
     # Arguments a run could only reject after the whole inference are checked before anything is built.
     check_eval_args(cfg.data.test, 'data.test', args.eval, args.format_only, args.plot_dir)
+    check_eval_options(cfg.data.test, 'data.test', args.eval_options, args.format_only)
     for field, folder in (('--work-dir', args.work_dir), ('--show-dir', args.show_dir), ('--plot-dir', args.plot_dir)):
         if folder is not None:
             check_writable_dir(folder, field)
@@ -158,7 +169,8 @@ def main(argv=None) -> None:
         cfg.gpu_ids = [args.gpu_id]
     cfg.device = get_device()
 
-    check_annotation_files(cfg.data.test, 'data.test', args.config)
+    check_annotation_files(cfg.data.test, 'data.test', args.config, evaluated=bool(args.eval),
+                           need_masks='segm' in (args.eval or []))
     distributed = args.launcher != 'none'
     if distributed:
         init_distributed(args.launcher, cfg.get('dist_params'))

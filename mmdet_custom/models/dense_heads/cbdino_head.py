@@ -2,7 +2,6 @@
 per backbone copy, the first copy's losses down-weighted (``cb_first_weight``)."""
 from __future__ import annotations
 
-from mmdet.core import bbox_cxcywh_to_xyxy
 from mmdet.models.builder import HEADS
 from torch import Tensor
 
@@ -28,6 +27,9 @@ def rename_cb_losses(losses: dict, idx: int, weight: float = 1) -> dict:
 class CBDINOHead(DINOHead):
     """Same layers, init and forward as :class:`DINOHead`; training expects the batch doubled by ``CBDINO``
     (first half: features of backbone copy 0, second half: copy 1, same images and GTs in both halves).
+
+    Test-time augmentation is :meth:`DINOHead.aug_test` (at test time the neck passes only the assisted copy's
+    features). Upstream's ``tta_test_bboxes`` (never called there) is not kept.
 
     Upstream slices the doubled batch as [0:1] / [1:2], which is only right with one image per GPU; this version
     slices [0:B] / [B:2B], identical for B = 1 and correct for larger batches.
@@ -57,17 +59,3 @@ class CBDINOHead(DINOHead):
                              gt_bboxes[part], gt_labels[part], img_metas[part], dn_meta, gt_bboxes_ignore=ignore)
             losses.update(rename_cb_losses(loss, idx, weight))
         return losses
-
-    def tta_test_bboxes(self, feats: list[Tensor], img_metas: list[dict], rescale: bool = False) -> list[tuple]:
-        """Last-layer boxes (Q, 4) xyxy and sigmoid scores (Q, C) per image, for test-time-augmentation merging."""
-        all_cls, all_boxes, _, _ = self.forward(feats, img_metas)
-        results = []
-        for cls_score, box, img_meta in zip(all_cls[-1], all_boxes[-1], img_metas):
-            img_h, img_w, _ = img_meta['img_shape']
-            boxes = bbox_cxcywh_to_xyxy(box) * box.new_tensor([img_w, img_h, img_w, img_h])
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=img_w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=img_h)
-            if rescale:
-                boxes = boxes / boxes.new_tensor(img_meta['scale_factor'])
-            results.append((boxes, cls_score.sigmoid()))
-        return results

@@ -13,13 +13,22 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import bias_init_with_prob, constant_init
 from mmcv.runner import force_fp32
-from mmdet.core import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh, build_assigner, build_sampler, multi_apply, reduce_mean
+from mmdet.core import (
+    bbox_cxcywh_to_xyxy,
+    bbox_mapping_back,
+    bbox_xyxy_to_cxcywh,
+    build_assigner,
+    build_sampler,
+    multi_apply,
+    reduce_mean,
+)
 from mmdet.models.builder import HEADS
 from mmdet.models.dense_heads import DeformableDETRHead
 from mmdet.models.utils.transformer import inverse_sigmoid
 from torch import Tensor, nn
 
 from ..utils.query_denoising import build_dn_generator
+from ..utils.tta_merge import merge_aug_detections
 
 
 @HEADS.register_module()
@@ -126,6 +135,42 @@ class DINOHead(DeformableDETRHead):
             gt_bboxes, gt_labels, self.label_embedding, img_metas)
         outs = self(x, img_metas, dn_label_query, dn_bbox_query, attn_mask)
         return self.loss(*outs, gt_bboxes, gt_labels, img_metas, dn_meta, gt_bboxes_ignore=gt_bboxes_ignore)
+
+    # ---------------------------------------------------------------------------------------- test-time augmentation
+    def aug_test(self, feats: list[list[Tensor]], img_metas: list[list[dict]],
+                 rescale: bool = False) -> list[tuple[Tensor, Tensor]]:
+        """Test-time augmentation (called by mmdet's ``SingleStageDetector.aug_test``, one image per batch).
+
+        The merge rule: every augmentation's detections as ``simple_test`` gives them (the ``max_per_img`` best
+        query x class scores of the last decoder layer), mapped back to the original image (flip undone, then
+        divided by the augmentation's scale factor); their union is merged by ``test_cfg.tta_merge``
+        (:func:`~mmdet_custom.models.utils.tta_merge.merge_aug_detections`; default class-wise NMS,
+        ``dict(rule='nms', iou_threshold=0.6)``; ``dict(rule='wbf', iou_threshold=0.55)`` for weighted boxes
+        fusion) and the ``max_per_img`` best remain. DETR queries have no correspondence across augmentations, so
+        boxes cannot be averaged query by query. A single augmentation is returned unmerged, so one scale without
+        flip gives exactly ``simple_test``'s detections.
+
+        Returns ``[(det_bboxes (n, 5), det_labels (n,))]``: in the original image's pixels with ``rescale``,
+        else in the first augmentation's.
+        """
+        if any(len(metas) != 1 for metas in img_metas):
+            raise ValueError(f'{type(self).__name__}.aug_test takes one image per augmentation batch')
+        boxes, scores, labels = [], [], []
+        for x, metas in zip(feats, img_metas):
+            (det_bboxes, det_labels), = self.simple_test_bboxes(x, metas, rescale=False)
+            meta = metas[0]
+            boxes.append(bbox_mapping_back(det_bboxes[:, :4], meta['img_shape'], meta['scale_factor'],
+                                           meta.get('flip', False), meta.get('flip_direction', 'horizontal')))
+            scores.append(det_bboxes[:, 4])
+            labels.append(det_labels)
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        if len(feats) > 1:
+            boxes, scores, labels = merge_aug_detections(boxes, scores, labels, len(feats),
+                                                         self.test_cfg.get('tta_merge'),
+                                                         self.test_cfg.get('max_per_img', self.num_query))
+        if not rescale:  # as mmdet's aug tests: the first augmentation's scale
+            boxes = boxes * boxes.new_tensor(img_metas[0][0]['scale_factor'])
+        return [(torch.cat([boxes, scores[:, None]], dim=-1), labels)]
 
     # ---------------------------------------------------------------------------------------------------- loss
     @staticmethod
