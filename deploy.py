@@ -250,10 +250,11 @@ def run(args: argparse.Namespace) -> None:
     if missing_reason is not None:
         logger.warning(f'{missing_reason}: only the ONNX file will be written')
     # The checkpoint must hold exactly the model's tensors (mmcv only warns, then exports a partly random model).
-    from mmdet_custom.apis.cli import check_checkpoint_matches, read_checkpoint, state_dict_of
+    from mmdet_custom.apis.cli import check_checkpoint_matches, drop_ema_buffers, read_checkpoint, state_dict_of
     state_dict = state_dict_of(read_checkpoint(args.checkpoint), args.checkpoint)
     task_processor = build_task_processor(deploy_cfg, model_cfg, args.device)
     torch_model = task_processor.init_pytorch_model(args.checkpoint)
+    state_dict = drop_ema_buffers(state_dict, torch_model, args.checkpoint)  # an EMA run's checkpoint: see there
     check_checkpoint_matches(state_dict, torch_model, args.checkpoint, f'model_cfg {args.model_cfg}')
     del state_dict
     os.makedirs(args.work_dir, exist_ok=True)

@@ -8,6 +8,9 @@ from ._stack import MMDET_STACK_INSTALLED
 
 if MMDET_STACK_INSTALLED:
     import mmcv_custom  # noqa: F401  (stack check and compatibility patches come first)
+    from mmcv_custom.ema_resume import patch_ema_resume
+
+    patch_ema_resume()  # needs mmdet's EMA hooks, hence here and not in mmcv_custom
 
     from . import datasets, models  # noqa: F401
 
