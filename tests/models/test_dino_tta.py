@@ -75,11 +75,16 @@ def test_one_view_without_flip_equals_simple_test_exactly(make, dino, image):
     model = make() or dino
     imgs, metas = views(image, [(128, 128)], flip=False)
     assert not np.allclose(metas[0][0]['scale_factor'], 1)
-    with torch.no_grad():
-        simple = model.simple_test(imgs[0], metas[0], rescale=True)[0]
-        aug = model.aug_test(imgs, metas, rescale=True)[0]
-        aug_unscaled = model.aug_test(imgs, metas, rescale=False)[0]
-        simple_unscaled = model.simple_test(imgs[0], metas[0], rescale=False)[0]
+    # a merge that would change this view's detections (any overlap suppressed) if a single view were merged
+    model.bbox_head.test_cfg['tta_merge'] = dict(rule='nms', iou_threshold=0.01)
+    try:
+        with torch.no_grad():
+            simple = model.simple_test(imgs[0], metas[0], rescale=True)[0]
+            aug = model.aug_test(imgs, metas, rescale=True)[0]
+            aug_unscaled = model.aug_test(imgs, metas, rescale=False)[0]
+            simple_unscaled = model.simple_test(imgs[0], metas[0], rescale=False)[0]
+    finally:
+        del model.bbox_head.test_cfg['tta_merge']
     assert sum(len(r) for r in simple) == 10  # max_per_img
     for cls_simple, cls_aug in zip(simple, aug):
         assert np.array_equal(cls_simple, cls_aug)
