@@ -41,6 +41,7 @@ import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registra
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
 from mmcv_custom.cpu_distributed import enable_cpu_distributed
 from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
     build_dataset_checked,
@@ -48,6 +49,7 @@ from mmdet_custom.apis.cli import (
     check_checkpoint_matches,
     check_dataset,
     check_writable_dir,
+    drop_ema_buffers,
     load_config,
     read_checkpoint,
     state_dict_of,
@@ -89,7 +91,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    parser.add_argument('--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale optimizer.lr by the global batch (processes x samples_per_gpu x accumulated '
+                             'iterations) over the config\'s auto_scale_lr.base_batch_size')
+    parser.add_argument('--requeue-on-signal', action='store_true',
+                        help='on SIGUSR1 (Slurm: --signal=USR1@T, scancel --signal=USR1) save a checkpoint, requeue '
+                             'the Slurm job and stop (REQUEUE=1 sh slurm_train.sh passes it)')
     parser.add_argument(PARTIAL_FLAG, action='store_true',
                         help='let --resume-from load a checkpoint of another model (only the matching tensors); '
                              'without it such a checkpoint is refused')
@@ -142,6 +149,8 @@ def check_start_checkpoints(cfg, model, args) -> None:
     if cfg.get('resume_from'):
         field = '--resume-from' if args.resume_from else 'config field resume_from'
         state_dict = state_dict_of(read_checkpoint(cfg.resume_from, field), cfg.resume_from, field)
+        # an EMA run's ema_* buffers: the EMA hook restores them once it has registered them (mmcv_custom.ema_resume)
+        state_dict = drop_ema_buffers(state_dict, model, cfg.resume_from)
         if not args.allow_partial_checkpoint:
             check_checkpoint_matches(state_dict, model, cfg.resume_from, f'the model of {args.config}', field,
                                      hint=f'; pass {PARTIAL_FLAG} to resume with the matching tensors only')
@@ -149,18 +158,30 @@ def check_start_checkpoints(cfg, model, args) -> None:
         read_checkpoint(cfg.load_from, 'config field load_from')
 
 
+def use_batch_options(cfg, args, logger) -> None:
+    """Gradient accumulation (with fp16 too) and the learning rate for the global batch: one rule,
+    ``mmdet_custom.apis.batch_size``; mmdet's own ``auto_scale_lr`` (which ignores accumulation) is never used."""
+    accumulation = use_gradient_accumulation(cfg)
+    if accumulation:
+        logger.info(accumulation)
+    if args.auto_scale_lr or (cfg.get('auto_scale_lr') or {}).get('enable'):
+        apply_auto_scale_lr(cfg, get_dist_info()[1], args.config, logger)
+
+
+def use_slurm_requeue(cfg) -> None:
+    """``--requeue-on-signal``: ``SlurmRequeueHook`` saves, requeues and stops on SIGUSR1, after everything else
+    of the iteration (priority LOWEST)."""
+    from mmcv_custom.slurm_requeue import SlurmRequeueHook  # noqa: F401  (registers it)
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(hook.get('type') == 'SlurmRequeueHook' for hook in hooks):
+        cfg.custom_hooks = hooks + [dict(type='SlurmRequeueHook', priority='LOWEST')]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     use_training_curves(cfg)
     use_tensorboard(cfg)
-
-    if args.auto_scale_lr:
-        if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr and 'base_batch_size' in cfg.auto_scale_lr:
-            cfg.auto_scale_lr.enable = True
-        else:
-            warnings.warn('Can not find "auto_scale_lr" or "auto_scale_lr.enable" or "auto_scale_lr.base_batch_size" '
-                          'in your configuration file (configs written for mmdet < 2.24 have none).')
 
     setup_multi_processes(cfg)
     if cfg.get('cudnn_benchmark', False):
@@ -210,6 +231,9 @@ def main(argv=None) -> None:
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
     log_file = osp.join(cfg.work_dir, f'{timestamp}.log')
     logger = get_root_logger(log_file=log_file, log_level=cfg.log_level)
+    use_batch_options(cfg, args, logger)
+    if args.requeue_on_signal:
+        use_slurm_requeue(cfg)
 
     meta = dict()
     env_info = '\n'.join(f'{k}: {v}' for k, v in collect_env().items())

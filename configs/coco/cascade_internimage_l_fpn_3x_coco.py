@@ -13,3 +13,4 @@ runner = dict(max_epochs=36)
 # Replaces the default NumClassCheckHook (as the original does). priority 49: the EMA weights are swapped in before
 # the checkpoint hook saves.
 custom_hooks = [dict(type='ExpMomentumEMAHook', resume_from=None, momentum=0.0001, priority=49)]
+auto_scale_lr = dict(base_batch_size=64)  # "4 nodes, total batch 64"

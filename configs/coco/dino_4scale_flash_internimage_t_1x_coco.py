@@ -13,3 +13,4 @@ model = dict(
 data = dict(samples_per_gpu=4)
 optimizer = dict(lr=0.0002)
 checkpoint_config = dict(max_keep_ckpts=1)
+auto_scale_lr = dict(base_batch_size=32)  # 8 GPUs x 4 images

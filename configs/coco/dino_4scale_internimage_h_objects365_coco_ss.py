@@ -51,3 +51,6 @@ runner = dict(type='IterBasedRunner', max_iters=20000)
 checkpoint_config = dict(interval=200, max_keep_ckpts=3)
 evaluation = dict(interval=200, save_best='auto')
 # custom_hooks = [dict(type='ExpMomentumEMAHook', resume_from=None, momentum=0.0003, priority=49)]
+# 1 image per GPU on an unstated number of GPUs (also for G and CB-H, built on this config): --auto-scale-lr
+# needs --cfg-options auto_scale_lr.base_batch_size=N
+auto_scale_lr = dict(base_batch_size=None)

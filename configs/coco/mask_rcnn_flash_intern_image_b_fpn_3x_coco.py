@@ -10,3 +10,5 @@ data = dict(samples_per_gpu=4, train=dict(pipeline={{_base_.train_pipeline_autoa
 optimizer = dict(lr=0.0002, paramwise_cfg=dict(layer_decay_rate=0.9, offset_lr_scale=0.01))
 lr_config = dict(step=[27, 33])  # schedule_3x
 runner = dict(max_epochs=36)
+# 4 images per GPU on an unstated number of GPUs: --auto-scale-lr needs auto_scale_lr.base_batch_size=N
+auto_scale_lr = dict(base_batch_size=None)

@@ -10,3 +10,4 @@ data = dict(samples_per_gpu=8, train=dict(pipeline={{_base_.train_pipeline_autoa
 optimizer = dict(lr=0.0002)
 lr_config = dict(step=[27, 33])  # schedule_3x
 runner = dict(max_epochs=36)
+auto_scale_lr = dict(base_batch_size=64)  # "4 nodes, total batch 64"

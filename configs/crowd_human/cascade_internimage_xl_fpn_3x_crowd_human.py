@@ -107,3 +107,4 @@ optimizer_config = dict(grad_clip=None)
 # fp16 = dict(loss_scale=dict(init_scale=512))
 evaluation = dict(save_best='auto')
 checkpoint_config = dict(interval=1, max_keep_ckpts=3, save_last=True)
+auto_scale_lr = dict(base_batch_size=128)  # "8 nodes, total batch 128"

@@ -153,6 +153,9 @@ checkpoint_config = dict(interval=250, by_epoch=False, max_keep_ckpts=2, save_la
 evaluation = dict(interval=max_iters, metric=['bbox', 'segm'])
 log_config = dict(interval=25, hooks=[dict(type='TextLoggerHook', by_epoch=False)])
 custom_hooks = [dict(type='NumClassCheckHook')]
+# as configs/_base_/default_runtime.py: mmdet's own tools find the plugin; the lr is set for 1 process x 2 images
+custom_imports = dict(imports=['mmdet_custom'], allow_failed_imports=False)
+auto_scale_lr = dict(enable=False, base_batch_size=2)
 dist_params = dict(backend='nccl')
 log_level = 'INFO'
 load_from = None

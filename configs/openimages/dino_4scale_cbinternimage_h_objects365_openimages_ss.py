@@ -55,3 +55,5 @@ evaluation = dict(interval=2000, metric='mAP', save_best='auto')
 load_from = ('https://huggingface.co/OpenGVLab/InternImage/resolve/main/'
              'dino_4scale_cbinternimage_h_objects365_80classes.pth')
 # custom_hooks = [dict(type='ExpMomentumEMAHook', resume_from=None, momentum=0.0003, priority=49)]
+# 1 image per GPU on an unstated number of GPUs: --auto-scale-lr needs --cfg-options auto_scale_lr.base_batch_size=N
+auto_scale_lr = dict(base_batch_size=None)

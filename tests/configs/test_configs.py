@@ -233,7 +233,10 @@ def test_config_settings(config):
                                  step=[27, 33] if three_x else [8, 11])
     assert cfg.checkpoint_config == dict(interval=1, max_keep_ckpts=3, save_last=True)
     assert cfg.data.samples_per_gpu == 2
-    assert 'auto_scale_lr' not in cfg
+    # the global batch the lr was set for (this project's addition, for --auto-scale-lr): "8 GPUs x 2 images",
+    # "total batch 64" for the Cascade 3x configs, "total batch 128" for CrowdHuman
+    base_batch = 128 if 'crowd_human' in name else 64 if name.startswith('cascade') and three_x else 16
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=base_batch)
     if 'crowd_human' in name:
         assert cfg.evaluation == dict(interval=100, metric='bbox', save_best='auto')
         assert cfg.data.train.type == 'CrowdHumanDataset' and cfg.data.train.filter_empty_gt is True
@@ -301,7 +304,10 @@ def test_base_dataset_settings():
     assert voc.data.train.type == 'RepeatDataset' and voc.data.train.times == 3 and voc.evaluation.metric == 'mAP'
     runtime = Config.fromfile(str(REPO / 'configs/_base_/default_runtime.py'))
     assert runtime.custom_hooks == [dict(type='NumClassCheckHook')] and runtime.log_config.interval == 50
-    assert not {'auto_scale_lr', 'opencv_num_threads', 'mp_start_method'} & set(runtime)
+    assert not {'opencv_num_threads', 'mp_start_method'} & set(runtime)
+    # this project's additions: mmdet's own tools see the plugin; --auto-scale-lr knows the recipe's batch
+    assert runtime.custom_imports == dict(imports=['mmdet_custom'], allow_failed_imports=False)
+    assert runtime.auto_scale_lr == dict(enable=False, base_batch_size=16)
     crowd_model = Config.fromfile(str(REPO / 'configs/_base_/models/cascade_mask_rcnn_r50_fpn_crowdhuman.py'))
     assert 'mask_head' not in crowd_model.model.roi_head and crowd_model.model.type == 'CascadeRCNN'
     six_x = Config.fromfile(str(REPO / 'configs/_base_/schedules/schedule_6x.py'))
