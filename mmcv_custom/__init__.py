@@ -4,8 +4,10 @@ the atomic checkpoint hook, the training-curves hook, the layer-decay optimizer 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
 here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
-``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``cli`` (``UserError``, ``run_cli``).
+``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
+under mixed precision, applied here), ``cli`` (``UserError``, ``run_cli``).
 """
+from .autocast_compat import apply_patches as apply_autocast_patches
 from .numpy_compat import apply_patches as apply_numpy_patches
 from .stack_check import check_stack
 from .torch_compat import apply_patches
@@ -13,6 +15,7 @@ from .torch_compat import apply_patches
 check_stack()
 apply_patches()
 apply_numpy_patches()
+apply_autocast_patches()
 
 from .roi_align_cpu import patch_mmcv_roi_align_cpu  # noqa: E402
 
