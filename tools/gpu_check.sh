@@ -94,12 +94,18 @@ first_error() {
 
 for op in ops_dcnv3 ops_dcnv4; do
     t0=$(date +%s)
-    if (cd "$op" && rm -f _C*.so && timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
-            > "$RESULTS/build_$op.log" 2>&1 \
-            && "$PY" -c "import $op._C as C, sys; sys.exit(0 if C.with_cuda else 1)" >> "$RESULTS/build_$op.log" 2>&1
-    then
+    (cd "$op" && rm -f _C*.so && timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
+        > "$RESULTS/build_$op.log" 2>&1
+    status=$?
+    if [ "$status" = 0 ] && "$PY" -c "import $op._C as C, sys; sys.exit(0 if C.with_cuda else 1)" \
+            >> "$RESULTS/build_$op.log" 2>&1; then
         say "build: $op._C with CUDA for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST, MAX_JOBS=$MAX_JOBS:" \
             "ok in $(elapsed "$t0")"
+    elif [ "$status" = 124 ]; then
+        say "build: $op FAILED: timed out after ${STEP_TIMEOUT_BUILD:-300} s (STEP_TIMEOUT_BUILD);" \
+            "last line: $(tail -n 1 "$RESULTS/build_$op.log" | cut -c1-200)"
+        say "gpu_check: FAILED (build) in $(elapsed "$start_all")"
+        exit 1
     else
         say "build: $op FAILED after $(elapsed "$t0") (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST); first error:"
         first_error "$RESULTS/build_$op.log" | tee -a "$SUMMARY"
