@@ -48,10 +48,23 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (17-30 min on 2 cores)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    bash "$PIP" "$PYTHON" download --quiet --no-deps --no-build-isolation --no-binary :all: \
-        "mmcv-full==$MMCV_VERSION" -d "$work"
+    # MMCV_SDIST=path/to/mmcv-full-1.7.2.tar.gz builds from that file instead of downloading it (a machine without
+    # a package registry; Python 3.13, where pip's own metadata step runs the unpatched setup.py and fails).
+    if [ -n "${MMCV_SDIST:-}" ]; then
+        cp "$MMCV_SDIST" "$work/mmcv-full-$MMCV_VERSION.tar.gz"
+    elif ! bash "$PIP" "$PYTHON" download --quiet --no-deps --no-build-isolation --no-binary :all: \
+            "mmcv-full==$MMCV_VERSION" -d "$work"; then
+        if "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
+            echo "[mmcv-full] on Python 3.13+ pip cannot read mmcv-full $MMCV_VERSION's metadata (its setup.py reads" \
+                 "exec's locals(), PEP 667); download it with a Python <= 3.12 (e.g. \`.venv/bin/python -m pip" \
+                 "download --no-deps --no-build-isolation --no-binary :all: mmcv-full==$MMCV_VERSION -d DIR\`) and" \
+                 "pass MMCV_SDIST=DIR/mmcv-full-$MMCV_VERSION.tar.gz" >&2
+        fi
+        exit 1
+    fi
     tar -xzf "$work/mmcv-full-$MMCV_VERSION.tar.gz" -C "$work"
     src="$work/mmcv-full-$MMCV_VERSION"
+    [ -f "$src/setup.py" ] || { echo "[mmcv-full] no mmcv-full-$MMCV_VERSION/setup.py in the source archive" >&2; exit 1; }
     # PATCH: torch >= 2.x headers require C++20 ("C++20 or later compatible compiler is required to
     # use ATen"), but mmcv-full 1.7.2's setup.py hard-codes -std=c++17 for every torch newer than
     # 1.12.1. Raise exactly those flags to C++20; nothing else in mmcv's sources is touched.
