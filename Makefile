@@ -25,7 +25,7 @@ SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_tor
 	tests/models/test_flash_intern_image.py tests/tools/test_train_and_test.py::test_eval_metrics_come_from_pycocotools \
 	tests/tools/test_train_and_test.py::test_result_files_are_valid_coco_json tests/deploy/test_deploy.py
 
-.PHONY: setup test test-gpu gpu-check demo bench lint clean-venv smoke
+.PHONY: setup test test-gpu gpu-check kernel-check demo bench lint clean-venv smoke
 
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
@@ -62,6 +62,11 @@ smoke: setup
 # Only the tests that need a GPU (marker `cuda`; they skip with the reason where none is visible).
 test-gpu: setup
 	$(PY) -m pytest -m cuda
+
+# The CUDA kernels' per-thread bodies on the host, built torch-free as C++17 under ASan + UBSan, against the PyTorch
+# reference (also part of `make test`; README, "The GPU path").
+kernel-check: setup
+	$(PY) -m pytest tests/ops_dcnv3/test_cuda_bodies_sanitized.py tests/ops_dcnv3/test_cxx17_sources.py
 
 # The GPU check on a bare GPU machine (torch, timm, nvcc, ninja; no mmcv/mmdet, no venv): see the README.
 gpu-check:
