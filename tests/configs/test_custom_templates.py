@@ -80,3 +80,21 @@ def test_templates_size_the_heads_by_their_classes():
     assert load_config(str(MASK_TEMPLATE)).model.roi_head.mask_head.num_classes == 2
     box = load_config(str(BOX_TEMPLATE))
     assert box.model.type == 'FasterRCNN' and box.model.roi_head.mask_head is None
+
+
+def test_a_class_mismatch_is_refused_before_training(tmp_path):
+    """The checks train.py runs (mmdet_custom/apis/cli.py) on a converted dataset and a template: a class the
+    annotation file lacks, and heads sized for fewer classes than `classes`, each one line naming both sides."""
+    from mmcv_custom.cli import UserError
+    from mmdet_custom.apis.cli import check_annotation_files, check_classes_match_heads
+
+    labelme_dataset(tmp_path)
+    good = load_config(str(MASK_TEMPLATE), options(tmp_path, ('leaf', 'stone')))
+    check_annotation_files(good.data.train, 'data.train', str(MASK_TEMPLATE), training=True)
+    check_classes_match_heads(good, 'train')
+    wrong_name = load_config(str(MASK_TEMPLATE), options(tmp_path, ('leaf', 'rock')))
+    with pytest.raises(UserError, match=r"data.train.classes: 'rock' is not a category of .*instances_train.json"):
+        check_annotation_files(wrong_name.data.train, 'data.train', str(MASK_TEMPLATE), training=True)
+    more = load_config(str(MASK_TEMPLATE), options(tmp_path, ('leaf', 'stone', 'moss')))  # heads still sized 2
+    with pytest.raises(UserError, match=r'num_classes is 2, but data.train.classes has 3 classes'):
+        check_classes_match_heads(more, 'train')
