@@ -94,6 +94,8 @@ def test_two_stage_aug_test_through_the_tta_pipeline(make_cfg):
     assert len(imgs) == 4 and [m[0]['flip'] for m in metas] == [False, True, False, True]
     model_cfg = make_cfg()
     model_cfg.test_cfg.rcnn.score_thr = 0.0  # random weights score low: keep everything
+    model_cfg.test_cfg.rcnn.max_per_img = 10  # few proposals and detections: seconds, not a minute
+    model_cfg.test_cfg.rpn.update(nms_pre=100, max_per_img=30)
     torch.manual_seed(0)
     model = build_detector(model_cfg).eval()
     with torch.no_grad():
