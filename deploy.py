@@ -95,15 +95,13 @@ def import_stack() -> None:
 
 
 def load_configs(deploy_cfg_path: str, model_cfg_path: str):
-    from mmdeploy.utils import get_backend, get_ir_config, load_config
+    from mmdeploy.utils import get_backend, get_ir_config
 
-    configs = []
-    for field, path in (('deploy_cfg', deploy_cfg_path), ('model_cfg', model_cfg_path)):
-        try:
-            configs.append(load_config(path)[0])
-        except Exception as error:  # syntax errors, missing _base_ files, ...
-            raise UserError(f'{field}: cannot load {path}: {type(error).__name__}: {error}') from None
-    deploy_cfg, model_cfg = configs
+    from mmdet_custom.apis.cli import load_config, read_config
+
+    # the entry points' one config loader: the user's file and line for any failure, the model config's checks
+    deploy_cfg = read_config(deploy_cfg_path, 'deploy_cfg')
+    model_cfg = load_config(model_cfg_path, required=('model',), field='model_cfg')
     try:
         get_backend(deploy_cfg)
         ir_config = get_ir_config(deploy_cfg)
@@ -238,6 +236,8 @@ def visualise(task_processor, model, images: list[str], work_dir: str, name: str
 def run(args: argparse.Namespace) -> None:
     check_files(args)
     import_stack()
+    from mmdet_custom.apis.cli import check_device
+    check_device(args.device)
     from mmdeploy.apis import create_calib_input_data
     from mmdeploy.apis.utils import to_backend
     from mmdeploy.utils import Backend, get_backend, get_calib_filename, get_root_logger

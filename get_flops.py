@@ -18,7 +18,6 @@ import os.path as osp
 import sys
 
 import torch
-from mmcv import DictAction
 from mmcv.cnn import get_model_complexity_info
 from mmdet.models import build_detector
 
@@ -26,14 +25,14 @@ if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make set
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
-from mmdet_custom.apis.cli import load_config
+from mmdet_custom.apis.cli import KeyValueAction, load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Count the parameters and FLOPs of a detector')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--shape', type=int, nargs='+', default=[800, 1280], help='input image size (H W, or S)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override some settings in the used config, the key-value pair in xxx=yyy format')
     parser.add_argument('--size-divisor', type=int, default=32,
                         help='Pad the input image, the minimum size that is divisible by size_divisor, -1 means do '
@@ -42,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 2):
         parser.error(f'--shape takes 1 or 2 integers, got {len(args.shape)}')
+    if min(args.shape) <= 0:
+        parser.error(f'--shape {" ".join(map(str, args.shape))}: sizes must be positive')
+    if args.size_divisor == 0 or args.size_divisor < -1:
+        parser.error(f'--size-divisor {args.size_divisor}: expected a positive integer, or -1 (no padding)')
     return args
 
 
@@ -111,7 +114,7 @@ def count(cfg, height: int, width: int) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     height, width = padded_shape(args.shape, args.size_divisor)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, required=('model',))
     result = count(cfg, height, width)
     line = '=' * 30
     requested = tuple(args.shape) if len(args.shape) == 2 else (args.shape[0], args.shape[0])

@@ -27,7 +27,6 @@ import warnings
 import mmcv
 import torch
 import torch.distributed as dist
-from mmcv import DictAction
 from mmcv.runner import get_dist_info
 from mmcv.utils import get_git_hash
 from mmdet import __version__ as mmdet_version
@@ -40,17 +39,22 @@ if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make set
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
 from mmcv_custom.cpu_distributed import enable_cpu_distributed
+from mmcv_custom.nonfinite_loss import ACTIONS as NONFINITE_ACTIONS  # also registers NonFiniteLossHook
 from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
 from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
+    KeyValueAction,
     build_dataset_checked,
     check_annotation_files,
     check_checkpoint_matches,
     check_dataset,
+    check_resumable,
+    check_train_config,
     check_writable_dir,
     drop_ema_buffers,
     load_config,
+    newest_intact_checkpoint,
     read_checkpoint,
     state_dict_of,
 )
@@ -80,9 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='Whether or not set different seeds for different ranks')
     parser.add_argument('--deterministic', action='store_true',
                         help='whether to set deterministic options for CUDNN backend.')
-    parser.add_argument('--options', nargs='+', action=DictAction,
+    parser.add_argument('--options', nargs='+', action=KeyValueAction,
                         help='(Deprecated, use --cfg-options) override some settings in the used config')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=KeyValueAction,
                         help='override some settings in the used config, the key-value pair in xxx=yyy format will '
                              'be merged into config file. If the value to be overwritten is a list, it should be '
                              'like key="[a,b]" or key=a,b. It also allows nested list/tuple values, e.g. '
@@ -148,14 +152,39 @@ def check_start_checkpoints(cfg, model, args) -> None:
     partly random model). ``load_from`` may be partial on purpose (fine-tuning with another head), as in mmcv."""
     if cfg.get('resume_from'):
         field = '--resume-from' if args.resume_from else 'config field resume_from'
-        state_dict = state_dict_of(read_checkpoint(cfg.resume_from, field), cfg.resume_from, field)
+        checkpoint = read_checkpoint(cfg.resume_from, field)
+        check_resumable(checkpoint, cfg.resume_from, field)
+        state_dict = state_dict_of(checkpoint, cfg.resume_from, field)
         # an EMA run's ema_* buffers: the EMA hook restores them once it has registered them (mmcv_custom.ema_resume)
         state_dict = drop_ema_buffers(state_dict, model, cfg.resume_from)
         if not args.allow_partial_checkpoint:
             check_checkpoint_matches(state_dict, model, cfg.resume_from, f'the model of {args.config}', field,
                                      hint=f'; pass {PARTIAL_FLAG} to resume with the matching tensors only')
     if cfg.get('load_from') and not cfg.get('resume_from'):
-        read_checkpoint(cfg.load_from, 'config field load_from')
+        state_dict_of(read_checkpoint(cfg.load_from, 'config field load_from'), cfg.load_from,
+                      'config field load_from')
+
+
+def use_nonfinite_loss_guard(cfg) -> None:
+    """``NonFiniteLossHook``: a NaN/inf loss stops the run (config ``nonfinite_loss='stop'``, the default) or skips
+    the step (``'skip'``); ``'off'`` trains on as mmcv does."""
+    action = cfg.get('nonfinite_loss', 'stop')
+    if action not in NONFINITE_ACTIONS:
+        raise UserError(f'config field nonfinite_loss: {action!r}: expected one of {", ".join(NONFINITE_ACTIONS)}')
+    hooks = list(cfg.get('custom_hooks') or [])
+    if action != 'off' and not any(hook.get('type') == 'NonFiniteLossHook' for hook in hooks):
+        # priority HIGH: before the optimizer hook (ABOVE_NORMAL), so a skipped step never reaches the weights
+        cfg.custom_hooks = hooks + [dict(type='NonFiniteLossHook', action=action, priority='HIGH')]
+
+
+def resolve_auto_resume(cfg, logger) -> None:
+    """``--auto-resume``: the newest intact checkpoint of the work dir (a truncated, NaN or dangling newest one is
+    skipped), resolved here so that the checks of ``--resume-from`` apply to it too."""
+    if cfg.get('auto_resume') and not cfg.get('resume_from'):
+        cfg.resume_from = newest_intact_checkpoint(cfg.work_dir, logger)
+        if cfg.resume_from:
+            logger.info(f'--auto-resume: resuming from {cfg.resume_from}')
+    cfg.auto_resume = False  # mmdet's own look-up trusts latest.pth: it is done
 
 
 def use_batch_options(cfg, args, logger) -> None:
@@ -179,7 +208,10 @@ def use_slurm_requeue(cfg) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, required=('model', 'data.train'))
+    validate = not args.no_validate and cfg.data.get('val') is not None
+    check_train_config(cfg, validate)
+    use_nonfinite_loss_guard(cfg)
     use_training_curves(cfg)
     use_tensorboard(cfg)
 
@@ -211,9 +243,11 @@ def main(argv=None) -> None:
         cfg.gpu_ids = [args.gpu_id]
 
     # Data problems are user errors: check the annotation files before anything slow happens.
-    check_annotation_files(cfg.data.train, 'data.train', args.config)
-    if not args.no_validate and cfg.data.get('val') is not None:
-        check_annotation_files(cfg.data.val, 'data.val', args.config)
+    check_annotation_files(cfg.data.train, 'data.train', args.config, training=True)
+    if validate:
+        metrics = cfg.get('evaluation', {}).get('metric', [])
+        check_annotation_files(cfg.data.val, 'data.val', args.config, evaluated=True,
+                               need_masks='segm' in ([metrics] if isinstance(metrics, str) else metrics))
 
     # init distributed env first, since logger depends on the dist info.
     distributed = args.launcher != 'none'
@@ -267,6 +301,12 @@ def main(argv=None) -> None:
         datasets.append(build_dataset_checked(val_dataset, 'data.val'))
     for dataset in datasets:
         check_dataset(dataset, 'data.train')
+    if validate:  # a missing validation image would otherwise stop the run at its first validation
+        val_cfg = copy.deepcopy(cfg.data.val)
+        if isinstance(val_cfg, dict):
+            val_cfg.test_mode = True  # as mmdet builds it for the evaluation hook
+        check_dataset(build_dataset_checked(val_cfg, 'data.val'), 'data.val')
+    resolve_auto_resume(cfg, logger)
 
     try:
         model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))

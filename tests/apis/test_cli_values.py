@@ -135,9 +135,15 @@ def merged(**fields):
     return cfg
 
 
-def test_the_demo_config_passes():
-    check_train_config(load_config(DEMO), validate=True)
-    check_test_config(load_config(DEMO))
+CONFIGS = sorted(str(p) for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+
+
+def test_every_shipped_config_passes_the_validation_pass():
+    from mmcv import Config
+    for config in CONFIGS:
+        cfg = Config.fromfile(config)
+        check_train_config(cfg, validate=True)
+        check_test_config(cfg)
 
 
 @pytest.mark.parametrize('fields, line', [
