@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os.path as osp
 import sys
 from collections.abc import Iterator
@@ -92,15 +93,31 @@ def draw(model, image, result, args, out_file: str | None = None):
                              text_color=(200, 200, 200), mask_color=args.palette, out_file=out_file)
 
 
+def readable_images(paths: list[str], skipped: list[str]) -> Iterator[tuple[str, object]]:
+    """(path, image) of every image that decodes; the others are named on stderr and left out (one bad file in a
+    folder of thousands should not end the run)."""
+    for path in paths:
+        try:
+            yield path, read_image(path)
+        except UserError as error:
+            print(f'\n[image_demo] skipped: {error}', file=sys.stderr)
+            skipped.append(path)
+
+
 def run_images(model, paths: list[str], out_dir: str, args, ids: list[int]) -> list[dict]:
     """One picture per image under ``out_dir`` and the images' prediction records."""
-    records = []
+    records, skipped = [], []
     names = dict(zip(paths, output_names(paths)))
     progress = mmcv.ProgressBar(len(paths))
-    for path, result, prediction in predict_iter(model, paths, args.batch_size, args.score_thr):
-        draw(model, path, result, args, osp.join(out_dir, names[path]))
-        records += prediction_records(prediction, path, ids)
-        progress.update()
+    images = readable_images(paths, skipped)
+    while chunk := list(itertools.islice(images, args.batch_size)):
+        outputs = predict_iter(model, [image for _, image in chunk], args.batch_size, args.score_thr)
+        for (path, image), (_, result, prediction) in zip(chunk, outputs):
+            draw(model, image, result, args, osp.join(out_dir, names[path]))
+            records += prediction_records(prediction, path, ids)
+            progress.update()
+    if len(skipped) == len(paths):
+        raise UserError(f'none of the {len(paths)} images of {args.img} can be read or decoded')
     return records
 
 

@@ -94,3 +94,20 @@ def test_bad_multi_input_arguments_are_one_line_errors(tiny, tmp_path):
     with pytest.raises(UserError, match='cannot be opened'):
         image_demo.main([str(tmp_path / 'broken.mp4'), config, checkpoint, '--out-dir', str(tmp_path / 'o'),
                          '--device', 'cpu'])
+
+
+def test_an_undecodable_image_in_a_folder_is_skipped_and_named(tiny, tmp_path, capsys):
+    config, checkpoint = tiny
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'good.png'), shapes_image(0))
+    (folder / 'broken.png').write_bytes(b'not a png')
+    out = tmp_path / 'out'
+    image_demo.main([str(folder), config, checkpoint, '--out-dir', str(out), '--device', 'cpu', '--score-thr', '0.0'])
+    assert (out / 'good.png').is_file() and not (out / 'broken.png').exists()
+    assert f'skipped: image file {folder / "broken.png"} cannot be read or decoded' in capsys.readouterr().err
+    records = json.loads((out / 'predictions.json').read_text())
+    assert records and {r['file'] for r in records} == {str(folder / 'good.png')}
+    (folder / 'good.png').write_bytes(b'broken too')
+    with pytest.raises(UserError, match='none of the 2 images of .* can be read or decoded'):
+        image_demo.main([str(folder), config, checkpoint, '--out-dir', str(out), '--device', 'cpu'])
