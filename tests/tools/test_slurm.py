@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -210,3 +211,52 @@ def test_auto_resume_continues_a_cancelled_job_from_its_last_checkpoint(shapes_d
     resumed_log = helpers.read_train_log(work_dir)
     assert [e['iter'] for e in resumed_log] == list(range(resumed_from + 1, max_iters + 1))
     assert re.search(rf'resumed from epoch: \d+, iter {resumed_from}\b', sorted(work_dir.glob('*.log'))[-1].read_text())
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    """``scontrol show job``'s fields (empty once Slurm has forgotten the job)."""
+    out = subprocess.run(['scontrol', 'show', 'job', job_id], capture_output=True, text=True, timeout=60).stdout
+    return dict(item.split('=', 1) for item in out.split() if '=' in item)
+
+
+def wait_until(condition, timeout: float, what: str, details=lambda: '') -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f'{what}: not within {timeout}s\n{details()}')
+        time.sleep(0.5)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeue_on_signal_saves_requeues_and_the_job_resumes(shapes_data, partition, helpers, tmp_path):
+    max_iters = 12
+    work_dir = tmp_path / 'work_dir'
+    result = helpers.run_script(['sh', 'slurm_train.sh', partition, f'{JOB_PREFIX}-requeue', helpers.demo_config,
+                                 str(work_dir), '--seed', '0', '--no-validate', '--cfg-options',
+                                 *helpers.tiny_cfg_options(shapes_data, max_iters=max_iters, checkpoint_interval=100)],
+                                env=slurm_env(helpers, REQUEUE='1'), timeout=120)
+    job_id = re.search(r'Submitted batch job (\d+)', result.stdout).group(1)
+    assert '--requeue' in result.stderr and '--signal=USR1@90' in result.stderr   # the sbatch command line, traced
+    output = work_dir / f'slurm-{job_id}.out'
+    details = lambda: output.read_text()[-3000:] if output.exists() else 'no job output'  # noqa: E731
+
+    def trained_iterations() -> int:
+        logs = sorted(work_dir.glob('*.log.json'))
+        return len(helpers.read_train_log(work_dir)) if logs else 0
+
+    wait_until(lambda: trained_iterations() >= 2, 240, 'two logged iterations', details)
+    subprocess.run(['scancel', '--signal=USR1', job_id], check=True, timeout=60)   # what --signal=USR1@90 sends
+    wait_until(lambda: scontrol_job(job_id).get('Restarts') == '1', 120, 'the job requeued itself', details)
+    saved = os.readlink(work_dir / 'latest.pth')
+    stopped_at = torch.load(work_dir / saved, weights_only=False)['meta']['iter']
+    assert saved == f'iter_{stopped_at}.pth' and 2 <= stopped_at < max_iters
+    # Slurm holds a requeued job for 120 s (its BeginTime) before it may start again; CI does not wait for that
+    subprocess.run(['scontrol', 'update', f'JobId={job_id}', 'StartTime=now'], check=True, timeout=60)
+    wait_until(lambda: scontrol_job(job_id).get('JobState') in ('COMPLETED', 'FAILED', 'CANCELLED', None), 300,
+               'the requeued job ended', details)
+    assert scontrol_job(job_id).get('JobState') in ('COMPLETED', None), details()
+    assert torch.load(work_dir / 'latest.pth', weights_only=False)['meta']['iter'] == max_iters
+    text = output.read_text()
+    assert f'SIGUSR1 received: saved {work_dir}/{saved}' in text and f'requeueing job {job_id}' in text
+    assert re.search(rf'resumed from epoch: \d+, iter {stopped_at}\b', text), text[-3000:]
