@@ -41,6 +41,7 @@ from mmcv_custom.cli import UserError, add_debug_argument, run_cli
 from mmcv_custom.cpu_distributed import enable_cpu_distributed
 from mmcv_custom.nonfinite_loss import ACTIONS as NONFINITE_ACTIONS  # also registers NonFiniteLossHook
 from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis.amp import AMP_DTYPES, apply_mixed_precision, configure_mixed_precision
 from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
@@ -95,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--amp', choices=sorted(AMP_DTYPES),
+                        help='mixed precision: fp16 (GPU; mmdet\'s fp16 with dynamic loss scaling) or bf16 (CPU or GPU '
+                             'autocast); same as amp = dict(dtype=...) in the config')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale optimizer.lr by the global batch (processes x samples_per_gpu x accumulated '
                              'iterations) over the config\'s auto_scale_lr.base_batch_size')
@@ -265,6 +269,9 @@ def main(argv=None) -> None:
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
     log_file = osp.join(cfg.work_dir, f'{timestamp}.log')
     logger = get_root_logger(log_file=log_file, log_level=cfg.log_level)
+    if args.amp is not None:
+        cfg.amp = dict(dtype=args.amp)
+    configure_mixed_precision(cfg, get_device(), logger)  # fp16 becomes cfg.fp16 before the optimizer hook is chosen
     use_batch_options(cfg, args, logger)
     if args.requeue_on_signal:
         use_slurm_requeue(cfg)
@@ -314,6 +321,7 @@ def main(argv=None) -> None:
         raise UserError(f'config field model: {type(error).__name__}: {error}') from None
     model.init_weights()
     model = revert_sync_bn_if_single_process(model, distributed, logger)
+    apply_mixed_precision(cfg, model, cfg.device)
     check_start_checkpoints(cfg, model, args)
 
     use_atomic_checkpoints(cfg)
