@@ -14,6 +14,21 @@ AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @contextlib.contextmanager
+def without_compiled_kernels() -> Iterator[None]:
+    """Every DCNv3/DCNv4 route on its PyTorch fallback: fake tensors cannot enter the compiled kernels (no fake
+    implementation is registered for them), so the kernel routes are checked on a real GPU (tools/gpu_check.sh)."""
+    import ops_dcnv3.modules.dcnv3 as dcnv3_module
+    import ops_dcnv4.functions.dcnv4_func as dcnv4_func
+    saved = dcnv3_module.extension_available, dcnv4_func.load_extension
+    dcnv3_module.extension_available = lambda: False
+    dcnv4_func.load_extension = lambda: None
+    try:
+        yield
+    finally:
+        dcnv3_module.extension_available, dcnv4_func.load_extension = saved
+
+
+@contextlib.contextmanager
 def fake_cuda_autocast(dtype: torch.dtype) -> Iterator[FakeTensorMode]:
     """Fake tensors (``torch.randn(..., device='cuda')`` works without a GPU) under CUDA autocast to ``dtype``."""
     enabled, previous_dtype = torch.is_autocast_enabled('cuda'), torch.get_autocast_dtype('cuda')

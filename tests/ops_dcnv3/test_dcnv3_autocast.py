@@ -11,7 +11,12 @@ import torch
 
 from ops_dcnv3.functions import extension_available
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
-from tests.autocast_helpers import AUTOCAST_DTYPES, assert_close_relative, fake_cuda_autocast
+from tests.autocast_helpers import (
+    AUTOCAST_DTYPES,
+    assert_close_relative,
+    fake_cuda_autocast,
+    without_compiled_kernels,
+)
 
 ROUTES = {
     'pytorch': (DCNv3_pytorch, {}),
@@ -37,7 +42,7 @@ def build(route: str, **kwargs) -> torch.nn.Module:
 @pytest.mark.parametrize('route', sorted(ROUTES))
 def test_forward_under_cuda_autocast(route, dtype, center_feature_scale):
     module = build(route, center_feature_scale=center_feature_scale)
-    with fake_cuda_autocast(dtype), warnings.catch_warnings():
+    with fake_cuda_autocast(dtype), without_compiled_kernels(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         module = module.to('cuda')
         x = torch.randn(2, 6, 7, 32, device='cuda')
