@@ -99,21 +99,23 @@ def check_file_path(name: str, path: str) -> None:
         raise UserError(f'{name} {path} does not exist')
 
 
-LAUNCHER_CHECKS: dict[str, Callable[[str, str], object]] = {
-    'CONFIG': lambda name, value: check_config_path(value),
-    'CHECKPOINT': lambda name, value: check_file_path('checkpoint', value),
-    'GPUS': check_positive_int,
-    'NNODES': check_positive_int,
+# Launcher arguments that are files; every other NAME=VALUE (GPUS, NNODES, GPUS_PER_NODE, ...) is a count.
+LAUNCHER_FILES: dict[str, Callable[[str], None]] = {
+    'CONFIG': check_config_path,
+    'CHECKPOINT': lambda value: check_file_path('checkpoint', value),
 }
 
 
 def check_launcher_args(program: str, items: Sequence[str]) -> int:
-    """Check the launcher arguments ``NAME=VALUE`` (names of :data:`LAUNCHER_CHECKS`); 0 when all are fine, else
-    one line ``<program>: error: ...`` and 2 (the status of the Slurm scripts' checks and argparse errors)."""
+    """Check the launcher arguments ``NAME=VALUE`` (a file of :data:`LAUNCHER_FILES`, else a positive integer); 0
+    when all are fine, else one line ``<program>: error: ...`` and 2 (the status of argparse errors)."""
     try:
         for item in items:
             name, _, value = item.partition('=')
-            LAUNCHER_CHECKS[name](name, value)
+            if name in LAUNCHER_FILES:
+                LAUNCHER_FILES[name](value)
+            else:
+                check_positive_int(name, value)
     except UserError as error:
         print(f'{program}: error: {error}', file=sys.stderr)
         return 2

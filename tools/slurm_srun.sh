@@ -11,25 +11,28 @@ slurm_fail() {
     exit 2
 }
 
-slurm_check_count() {  # slurm_check_count NAME VALUE: a positive integer
-    case $2 in
-        '' | *[!0-9]* | 0 | 0*) slurm_fail "$1=$2: expected a positive integer" ;;
-    esac
+# The checks themselves are the entry points' and dist_*.sh's (mmcv_custom/cli.py, standard library only): one
+# checker, one wording. Each prints its one line and exits 2.
+slurm_python_check() {  # slurm_python_check NAME=VALUE...
+    [ -n "$PYTHON" ] || slurm_fail "no python or python3 on PATH (set PYTHON)"
+    "$PYTHON" "$ROOT/mmcv_custom/cli.py" "$PROG" "$@" || exit 2
 }
 
-slurm_check_file() {  # slurm_check_file WHAT PATH: an existing file (URLs are left to the Python side)
-    case $2 in
-        *://*) return 0 ;;
+slurm_check_count() {  # slurm_check_count NAME VALUE: a positive integer
+    slurm_python_check "$1=$2"
+}
+
+slurm_check_file() {  # slurm_check_file 'config file'|checkpoint PATH: an existing file (URLs: the Python side)
+    case $1 in
+        'config file') slurm_python_check "CONFIG=$2" ;;
+        *) slurm_python_check "CHECKPOINT=$2" ;;
     esac
-    [ -f "$2" ] || slurm_fail "$1 $2 does not exist"
 }
 
 slurm_check_input() {
     [ -n "$PARTITION" ] || slurm_fail "PARTITION is empty"
     [ -n "$JOB_NAME" ] || slurm_fail "JOB_NAME is empty"
-    slurm_check_count GPUS "$GPUS"
-    slurm_check_count GPUS_PER_NODE "$GPUS_PER_NODE"
-    slurm_check_count CPUS_PER_TASK "$CPUS_PER_TASK"
+    slurm_python_check "GPUS=$GPUS" "GPUS_PER_NODE=$GPUS_PER_NODE" "CPUS_PER_TASK=$CPUS_PER_TASK"
     case ${GPU_GRES:=auto} in
         auto | 0 | 1) ;;
         *) slurm_fail "GPU_GRES=$GPU_GRES: expected auto, 1 or 0" ;;

@@ -80,6 +80,7 @@ def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
     (['GPUS=0'], 'dist_train.sh: error: GPUS=0: expected a positive integer'),
     (['GPUS=-2'], 'dist_train.sh: error: GPUS=-2: expected a positive integer'),
     (['NNODES='], 'dist_train.sh: error: NNODES=: expected a positive integer'),
+    (['CPUS_PER_TASK=4x'], 'dist_train.sh: error: CPUS_PER_TASK=4x: expected a positive integer'),
     (['CHECKPOINT=missing.pth'], 'dist_train.sh: error: checkpoint missing.pth does not exist'),
 ])
 def test_launcher_arguments(items, line, capsys):
