@@ -45,15 +45,16 @@ def test_opt_out_restores_mmcv_kernel():
     assert roi_align_kernel_installed()
 
 
-def test_half_precision_stays_on_mmcv(monkeypatch):
+def test_half_precision_is_pooled_in_float32_by_the_kernel(monkeypatch):
+    """Half-precision features are pooled in float32 (mmcv_custom.autocast_compat), so they reach the kernel too."""
     calls = []
     dispatch = mmcv_roi_align.ext_module
     monkeypatch.setattr(dispatch, 'kernel', _Recorder(KERNEL, calls))
     monkeypatch.setattr(dispatch, 'mmcv_ext', _Recorder(dispatch.mmcv_ext, calls, prefix='mmcv.'))
     layer = RoIAlign((2, 2), spatial_scale=1.0, sampling_ratio=1, aligned=True)
     layer(torch.randn(1, 2, 8, 8).double(), torch.tensor([[0., 1., 1., 6., 6.]]).double())
-    layer(torch.randn(1, 2, 8, 8).half(), torch.tensor([[0., 1., 1., 6., 6.]]).half())
-    assert calls == ['roi_align_forward', 'mmcv.roi_align_forward']
+    out = layer(torch.randn(1, 2, 8, 8).half(), torch.tensor([[0., 1., 1., 6., 6.]]).half())
+    assert calls == ['roi_align_forward', 'roi_align_forward'] and out.dtype == torch.float16
 
 
 class _Recorder:
