@@ -23,6 +23,7 @@ DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 # `--eval bbox segm`, and the ONNX export round trip. `make smoke PYTHON=python3.12 VENV=.venv312`.
 SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_torch_compat.py \
 	tests/mmcv_custom/test_stack_check.py tests/tools/install/test_stack_versions.py \
+	tests/ops_dcnv3/test_dcnv3_autocast.py tests/ops_dcnv4/test_dcnv4_autocast.py tests/mmcv_custom/test_autocast_compat.py \
 	tests/ops_dcnv3/test_dcnv3_func.py tests/ops_dcnv3/test_dcnv3_modules.py tests/ops_dcnv3/test_dcnv3_fused_softmax.py \
 	tests/ops_dcnv4/test_dcnv4_func.py tests/ops_dcnv4/test_dcnv4_modules.py tests/models/test_intern_image.py \
 	tests/models/test_flash_intern_image.py tests/tools/test_train_and_test.py::test_eval_metrics_come_from_pycocotools \
