@@ -7,8 +7,11 @@ so the hook is one level lower: ``RoIAlignFunction`` calls ``ext_module.roi_alig
 ``ops_roialign._C`` (same arguments, same in-place outputs, same semantics) and everything else (CUDA, half) to
 mmcv's own kernels. mmcv's autograd function, its argument checks and its ONNX symbolic are untouched.
 
-Applied at ``import mmcv_custom`` when ``ops_roialign._C`` is built; ``INTERNIMAGE_MMCV_ROI_ALIGN=1`` keeps mmcv's
-kernel (e.g. to measure the difference).
+The dispatcher also hands every kernel (its own and mmcv's, on any device) contiguous tensors: mmcv's kernels read
+``data_ptr()`` as NCHW whatever the strides, so channels-last features (an FPN fed by a channels-last backbone)
+silently pooled the wrong pixels. It is installed at ``import mmcv_custom`` in every case, routing to
+``ops_roialign._C`` when that is built and not opted out of with ``INTERNIMAGE_MMCV_ROI_ALIGN=1`` (which keeps mmcv's
+kernel, e.g. to measure the difference).
 """
 from __future__ import annotations
 
@@ -21,34 +24,37 @@ OPT_OUT_VARIABLE = 'INTERNIMAGE_MMCV_ROI_ALIGN'
 
 
 class _RoIAlignDispatch:
-    """Stands in for mmcv's ``ext_module`` inside ``mmcv.ops.roi_align``."""
+    """Stands in for mmcv's ``ext_module`` inside ``mmcv.ops.roi_align``; ``kernel=None``: mmcv's kernels only."""
 
     def __init__(self, mmcv_ext, kernel) -> None:
         self.mmcv_ext = mmcv_ext
         self.kernel = kernel
 
-    @staticmethod
-    def _ours(*tensors: torch.Tensor) -> bool:
-        return all(t.device.type == 'cpu' and t.dtype in (torch.float32, torch.float64) for t in tensors)
+    def _ours(self, *tensors: torch.Tensor) -> bool:
+        return self.kernel is not None and all(
+            t.device.type == 'cpu' and t.dtype in (torch.float32, torch.float64) for t in tensors)
 
     def roi_align_forward(self, input, rois, output, argmax_y, argmax_x, **kwargs):
-        if self._ours(input, rois) and input.is_contiguous() and rois.is_contiguous():
-            return self.kernel.roi_align_forward(input, rois, output, argmax_y, argmax_x, **kwargs)
-        return self.mmcv_ext.roi_align_forward(input, rois, output, argmax_y, argmax_x, **kwargs)
+        # ``output`` and the argmax maps are mmcv's fresh (contiguous) allocations, written in place.
+        input, rois = input.contiguous(), rois.contiguous()
+        ext = self.kernel if self._ours(input, rois) else self.mmcv_ext
+        return ext.roi_align_forward(input, rois, output, argmax_y, argmax_x, **kwargs)
 
     def roi_align_backward(self, grad_output, rois, argmax_y, argmax_x, grad_input, **kwargs):
-        if self._ours(grad_output, rois) and rois.is_contiguous() and grad_output.is_contiguous():
-            return self.kernel.roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, **kwargs)
-        return self.mmcv_ext.roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, **kwargs)
+        # ``grad_input`` is mmcv's fresh zeros of the input's shape (contiguous), accumulated in place.
+        grad_output, rois = grad_output.contiguous(), rois.contiguous()
+        ext = self.kernel if self._ours(grad_output, rois) else self.mmcv_ext
+        return ext.roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, **kwargs)
 
     def __getattr__(self, name: str):   # anything else mmcv's module may look up
         return getattr(self.mmcv_ext, name)
 
 
 def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
-    """Install (or with ``enable=False`` remove) the dispatcher; returns whether it is installed afterwards.
+    """Route CPU RoIAlign to ``ops_roialign._C`` (or with ``enable=False`` back to mmcv's kernel); returns whether
+    the multi-threaded kernel is in use afterwards. The dispatcher (contiguous inputs) stays installed either way.
 
-    ``enable=None``: install unless ``INTERNIMAGE_MMCV_ROI_ALIGN=1``. Without the compiled kernel nothing changes.
+    ``enable=None``: the kernel unless ``INTERNIMAGE_MMCV_ROI_ALIGN=1``. Without the compiled kernel: mmcv's.
     """
     from ops_roialign import load_extension
 
@@ -56,18 +62,11 @@ def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
 
     if enable is None:
         enable = os.environ.get(OPT_OUT_VARIABLE, '0') in ('', '0')
-    current = mmcv_roi_align.ext_module
-    installed = isinstance(current, _RoIAlignDispatch)
-    if not enable:
-        if installed:
-            mmcv_roi_align.ext_module = current.mmcv_ext
-        return False
-    kernel = load_extension()
-    if kernel is None:
-        return installed
-    if not installed:
-        mmcv_roi_align.ext_module = _RoIAlignDispatch(current, kernel)
-    return True
+    dispatch = mmcv_roi_align.ext_module
+    if not isinstance(dispatch, _RoIAlignDispatch):
+        dispatch = mmcv_roi_align.ext_module = _RoIAlignDispatch(dispatch, None)
+    dispatch.kernel = load_extension() if enable else None
+    return dispatch.kernel is not None
 
 
 def _mmcv_roi_align_module():
@@ -76,4 +75,6 @@ def _mmcv_roi_align_module():
 
 
 def roi_align_kernel_installed() -> bool:
-    return isinstance(_mmcv_roi_align_module().ext_module, _RoIAlignDispatch)
+    """Whether CPU RoIAlign runs on ``ops_roialign._C``."""
+    ext = _mmcv_roi_align_module().ext_module
+    return isinstance(ext, _RoIAlignDispatch) and ext.kernel is not None
