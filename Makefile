@@ -31,7 +31,7 @@ SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_tor
 	tests/deploy/test_deploy.py::test_onnx_graph_is_standard_opset16_with_gridsample_dcnv3 \
 	tests/deploy/test_deploy.py::test_stock_onnxruntime_matches_pytorch
 
-.PHONY: setup test test-gpu gpu-check kernel-check demo bench lint clean-venv smoke
+.PHONY: setup test test-gpu gpu-check gpu-kit gpu-kit-dry-run kernel-check demo bench lint clean-venv smoke
 
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
@@ -77,6 +77,16 @@ kernel-check: setup
 # The GPU check on a bare GPU machine (torch, timm, nvcc, ninja; no mmcv/mmdet, no venv): see the README.
 gpu-check:
 	bash tools/gpu_check.sh
+
+# The kit of wheels for a bare GPU machine (Python 3.12, torch 2.11, CUDA ops for sm_90), built here into .gpu-kit,
+# and its GPU-free dry run: installed offline into the kit's builder venv (the GPU image's packages, no mmcv/mmdet),
+# then `tools/gpu_check.sh --full` with the detector steps on the CPU. README, "The GPU path".
+KIT_VENV ?= build/gpu-kit-venv
+gpu-kit:
+	bash tools/install/build_gpu_kit.sh
+
+gpu-kit-dry-run: gpu-kit
+	GPU_CHECK_NO_GPU=1 PYTHON=$(KIT_VENV)/bin/python bash tools/gpu_check.sh --full build/gpu-kit-dry-run
 
 demo: setup
 	bash tools/run_demo.sh $(PY)

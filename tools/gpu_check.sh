@@ -13,18 +13,37 @@
 # RESULTS_DIR/bench.jsonl, every step's log to RESULTS_DIR/<step>.log). Built to finish in < 8 minutes on one H200
 # with 16 cores, build included.
 #
-# usage: tools/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_check_results)
+# With --full (the full-stack proof; needs the kit of wheels that tools/install/build_gpu_kit.sh builds on a CPU
+# machine, carried in .gpu-kit): first installs the kit offline (pip --no-index --target), then after the build
+#   5. the detectors: Mask R-CNN and DINO InternImage-T training steps at 800x1333, batch 2, in fp32, fp16 and bf16
+#      mixed precision, and their inference; images/s, peak memory, ratio to fp32 (tools/benchmarks/
+#      bench_detector_steps.py);
+#   6. train.py on a small synthetic shapes set on the GPU, then test.py --eval bbox segm of that checkpoint on the
+#      GPU and on the CPU: every COCO metric must agree within EVAL_TOLERANCE (0.02, absolute, metrics in [0, 1]);
+# then steps 2-4. Logs are packed into logs.tar.gz, so RESULTS_DIR holds 3 files (summary.txt, bench.jsonl,
+# logs.tar.gz). Built to finish in < 9 minutes on one H100/H200 with 16 cores.
+#
+# usage: tools/gpu_check.sh [--full] [RESULTS_DIR]   (default: $OUT when set, else ./gpu_check_results)
 # environment:
 #   PYTHON                 interpreter (default: the first of python3, python on PATH that imports torch)
 #   TORCH_CUDA_ARCH_LIST   architectures to build (default: the local GPU's, e.g. 9.0)
-#   STEP_TIMEOUT_BUILD / _TESTS / _MEMCHECK / _BENCH   seconds per step (defaults 300 / 300 / 180 / 240)
+#   STEP_TIMEOUT_BUILD / _TESTS / _MEMCHECK / _BENCH   seconds per step (defaults 300 / 300 / 180 / 240;
+#                          with --full: 240 / 150 / 90 / 90, and _KIT / _DETECTORS / _EVAL 60 / 200 / 150)
+#   KIT_DIR                the kit's folder (--full; default .gpu-kit); KIT_SITE where it is installed
+#                          (default /tmp/gpu-kit-site)
+#   EVAL_ITERS             train.py iterations before the GPU/CPU test.py comparison (default 400; 20 without GPU)
 #   GPU_CHECK_NO_GPU=1     for a machine without a GPU: build (TORCH_CUDA_ARCH_LIST, default 9.0), run the tests
 #                          (the CUDA ones skip), and the benchmark in --smoke mode on the CPU; checks the script only.
 # Exit status: 0 when every step passed, 1 otherwise (the summary names the failed steps).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FULL=0
+if [ "${1:-}" = --full ]; then FULL=1; shift; fi
 RESULTS=${1:-${OUT:-$ROOT/gpu_check_results}}
+if [ "$FULL" = 1 ]; then  # the full run's budget is 9 minutes: the op steps get less time than when run alone
+    : "${STEP_TIMEOUT_BUILD:=240}" "${STEP_TIMEOUT_TESTS:=150}" "${STEP_TIMEOUT_MEMCHECK:=90}" "${STEP_TIMEOUT_BENCH:=90}"
+fi
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then  # the first interpreter on PATH that has torch
     for candidate in python3 python; do
@@ -42,12 +61,36 @@ SUMMARY=$RESULTS/summary.txt
 : > "$RESULTS/bench.jsonl"
 failed=()
 start_all=$(date +%s)
+# At most a few files come back from a GPU machine: the step logs travel packed (also after a failed step).
+pack_logs() {
+    (cd "$RESULTS" && ls ./*.log > /dev/null 2>&1 && tar -czf logs.tar.gz ./*.log && rm -f ./*.log) || true
+}
+[ "$FULL" = 1 ] && trap pack_logs EXIT
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
 
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# -- 0. the kit (--full): mmcv-full with CUDA ops, mmdet, pycocotools, ..., installed offline --------------------------
+if [ "$FULL" = 1 ]; then
+    KIT_DIR=${KIT_DIR:-$ROOT/.gpu-kit}
+    KIT_SITE=${KIT_SITE:-/tmp/gpu-kit-site}
+    ls "$KIT_DIR"/mmcv_full-*.whl > /dev/null 2>&1 || {
+        say "kit: FAILED: no mmcv_full wheel in $KIT_DIR (build the kit on a CPU machine:" \
+            "tools/install/build_gpu_kit.sh, and carry .gpu-kit)"; exit 1; }
+    t0=$(date +%s)
+    rm -rf "$KIT_SITE"
+    if timeout "${STEP_TIMEOUT_KIT:-60}" "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --target "$KIT_SITE" "$KIT_DIR"/*.whl > "$RESULTS/kit.log" 2>&1; then
+        export PYTHONPATH="$KIT_SITE${PYTHONPATH:+:$PYTHONPATH}"
+        say "kit: $(ls "$KIT_DIR"/*.whl | wc -l) wheels installed into $KIT_SITE in $(elapsed "$t0")" \
+            "($(sed -n 1p "$KIT_DIR/MANIFEST.txt" 2>/dev/null | sed 's/^# //'))"
+    else
+        say "kit: FAILED after $(elapsed "$t0"): $(grep -m1 -i error "$RESULTS/kit.log" | cut -c1-300)"; exit 1
+    fi
+fi
 
 # -- 0. environment -------------------------------------------------------------------------------------------------
 "$PY" - > "$RESULTS/environment.log" 2>&1 <<'EOF'
@@ -113,6 +156,69 @@ for op in ops_dcnv3 ops_dcnv4; do
         exit 1
     fi
 done
+
+# -- 5. the detectors (--full) --------------------------------------------------------------------------------------
+if [ "$FULL" = 1 ]; then
+    t0=$(date +%s)
+    if ! "$PY" -c 'import mmcv.ops, mmdet, mmcv_custom, mmdet_custom' > "$RESULTS/detectors.log" 2>&1; then
+        say "detectors: FAILED: the kit's mmcv/mmdet do not import with this torch:" \
+            "$(tail -n 1 "$RESULTS/detectors.log" | cut -c1-300)"
+        failed+=(detectors)
+    else
+        smoke=()
+        [ "$NO_GPU" = 1 ] && smoke=(--smoke)
+        if timeout "${STEP_TIMEOUT_DETECTORS:-200}" "$PY" tools/benchmarks/bench_detector_steps.py \
+                --results "$RESULTS/bench.jsonl" "${smoke[@]}" >> "$RESULTS/detectors.log" 2>&1; then
+            status=ok
+        else
+            status=FAILED; failed+=(detectors)
+        fi
+        grep -E '^detector ' "$RESULTS/detectors.log" | tee -a "$SUMMARY"
+        say "detectors${smoke[*]:+ (smoke, CPU: not figures)}: $status in $(elapsed "$t0")"
+        [ "$status" = ok ] || tail -n 8 "$RESULTS/detectors.log" | tee -a "$SUMMARY"
+    fi
+
+    # -- 6. train.py, then test.py --eval bbox segm on the GPU and on the CPU -------------------------------------
+    t0=$(date +%s)
+    eval_dir=$(mktemp -d)
+    iters=${EVAL_ITERS:-400}
+    [ "$NO_GPU" = 1 ] && iters=${EVAL_ITERS:-20}
+    data_opts=()
+    for split in train val test; do
+        folder=$split; [ "$split" = test ] && folder=val
+        data_opts+=("data.$split.ann_file=$eval_dir/data/annotations/instances_$folder.json"
+                    "data.$split.img_prefix=$eval_dir/data/$folder/")
+    done
+    eval_config=configs/demo/mask_rcnn_internimage_demo_shapes.py
+    if timeout "${STEP_TIMEOUT_EVAL:-150}" bash -c '
+            set -e
+            "$0" tools/make_synthetic_coco.py --out "$1/data" --num-train 200 --num-val 50 --seed 0
+            "$0" train.py "$2" --work-dir "$1/train" --seed 0 --no-validate \
+                --cfg-options runner.max_iters="$3" log_config.interval=50 "${@:4}"
+            "$0" test.py "$2" "$1/train/latest.pth" --eval bbox segm --work-dir "$1/test_device" --cfg-options "${@:4}"
+            CUDA_VISIBLE_DEVICES= "$0" test.py "$2" "$1/train/latest.pth" --eval bbox segm \
+                --work-dir "$1/test_cpu" --cfg-options "${@:4}"' \
+            "$PY" "$eval_dir" "$eval_config" "$iters" "${data_opts[@]}" > "$RESULTS/eval.log" 2>&1 \
+        && "$PY" - "$eval_dir" "${EVAL_TOLERANCE:-0.02}" >> "$RESULTS/eval.log" 2>&1 <<'PY'
+import glob, json, sys
+folder, tolerance = sys.argv[1], float(sys.argv[2])
+device, cpu = (json.load(open(sorted(glob.glob(f'{folder}/{d}/eval_*.json'))[-1]))['metric'] for d in ('test_device', 'test_cpu'))
+keys = [k for k in cpu if k.endswith(('_mAP', '_mAP_50', '_mAP_75'))]
+worst = max(abs(device[k] - cpu[k]) for k in keys)
+print('eval-compare:', ' '.join(f'{k} {device[k]:.3f}/{cpu[k]:.3f}' for k in keys if k.endswith('_mAP')),
+      f'(device/CPU) | largest difference over {len(keys)} metrics {worst:.4f}, tolerance {tolerance}')
+sys.exit(0 if worst <= tolerance and keys else 1)
+PY
+    then
+        status=ok
+    else
+        status=FAILED; failed+=(eval)
+    fi
+    say "eval: train.py $iters iterations + test.py --eval bbox segm on the $([ "$NO_GPU" = 1 ] && echo CPU || echo GPU)" \
+        "and on the CPU: $status in $(elapsed "$t0"): $(grep '^eval-compare:' "$RESULTS/eval.log" | cut -c15-)"
+    [ "$status" = ok ] || grep -m 3 -E 'Error|error:' "$RESULTS/eval.log" | cut -c1-300 | tee -a "$SUMMARY"
+    rm -rf "$eval_dir"
+fi
 
 # -- 2. tests -------------------------------------------------------------------------------------------------------
 TESTS=(tests/ops_dcnv3/test_dcnv3_cuda.py tests/ops_dcnv4/test_dcnv4_cuda.py tests/models/test_intern_image_cuda.py

@@ -8,6 +8,8 @@
 # in seconds.
 #
 # usage: tools/install/build_mmcv_full.sh PYTHON
+# environment: FORCE_CUDA=1 and TORCH_CUDA_ARCH_LIST (CUDA ops without a GPU, e.g. "8.0;9.0"), MAX_JOBS,
+#              MMCV_SDIST (build from that source archive), MMCV_BUILD_ONLY=1 (cache the wheel, install nothing)
 set -euo pipefail
 
 PYTHON=$(command -v "${1:?usage: build_mmcv_full.sh PYTHON}")
@@ -20,6 +22,12 @@ torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 # CUDA ops are compiled only where torch sees a GPU or FORCE_CUDA=1: a CPU-ops wheel must not be reused there.
 ops_tag=$("$PYTHON" -c 'import os, torch; print("cuda" if torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1" else "cpu")')
+# A CUDA wheel holds device code for the architectures it was compiled for only (TORCH_CUDA_ARCH_LIST, or the
+# visible GPU's when unset): the list is part of the key, so an sm_90-only wheel is never reused for an sm_80 GPU.
+if [ "$ops_tag" = cuda ]; then
+    arch_key=${TORCH_CUDA_ARCH_LIST:-local}
+    ops_tag="cuda-sm${arch_key//[^0-9A-Za-z+]/_}"
+fi
 wheel_dir="$CACHE_ROOT/wheels/mmcv-full-$MMCV_VERSION/torch-$torch_version-$py_tag-$ops_tag"
 
 installed=$("$PYTHON" - <<PY
@@ -45,7 +53,7 @@ if [ "$installed" = yes ] && [ -f "$wheel_dir/BUILT_AGAINST" ] \
 fi
 
 if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-    echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (17-30 min on 2 cores)"
+    echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (CPU ops: 15-25 min on 2 cores; CUDA ops: about an hour)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # MMCV_SDIST=path/to/mmcv-full-1.7.2.tar.gz builds from that file instead of downloading it (a machine without
@@ -83,11 +91,33 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     # MMCV_WITH_OPS=1: build the compiled ops (mmcv.ops.nms, RoIAlign, ...). CUDA ops are built only
     # where torch sees a GPU (or FORCE_CUDA=1 is set by the caller); CPU ops always.
     # --no-build-isolation: compile against the torch already in this environment.
-    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    # CFLAGS=-g0: Python's own CFLAGS carry -g, and debug information for ~140 translation units of torch templates
+    # costs a third of the compile time and most of the wheel's size (nothing at run time uses it).
+    build_start=$(date +%s)
+    if [ "${ops_tag%%-*}" = cuda ]; then
+        # torch's CUDA headers include cuSPARSE/cuBLAS headers that pip's nvidia-* packages ship (under
+        # site-packages/nvidia/cu13/include, or nvidia/<lib>/include for CUDA 12) and a bare toolkit may lack.
+        nvidia_includes=$("$PYTHON" - <<'PY'
+import glob, os, sysconfig
+root = os.path.join(sysconfig.get_paths()['purelib'], 'nvidia')
+print(':'.join(sorted(d for d in glob.glob(os.path.join(root, '*', 'include')) if os.path.isdir(d))))
+PY
+)
+        [ -z "$nvidia_includes" ] || export CPATH="$nvidia_includes${CPATH:+:$CPATH}"
+    fi
+    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="${CFLAGS:-} -g0" \
         bash "$PIP" "$PYTHON" wheel --no-deps --no-build-isolation -w "$wheel_dir" .)
+    echo "[mmcv-full] built in $(( $(date +%s) - build_start )) s:" \
+         "$(du -h "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl | cut -f1) ($ops_tag)"
     echo "$torch_version" > "$wheel_dir/BUILT_AGAINST"
 fi
 
+# MMCV_BUILD_ONLY=1: build (or find) the cached wheel and stop; the environment is left as it is (a CUDA build for
+# another machine, from a venv that tests are using).
+if [ "${MMCV_BUILD_ONLY:-0}" = 1 ]; then
+    echo "[mmcv-full] wheel: $(ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl) (MMCV_BUILD_ONLY=1: not installed)"
+    exit 0
+fi
 bash "$PIP" "$PYTHON" install --quiet --no-deps --force-reinstall "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl
 "$PYTHON" - <<'PY'
 import torch
