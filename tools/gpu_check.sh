@@ -199,16 +199,8 @@ if [ "$FULL" = 1 ]; then
             CUDA_VISIBLE_DEVICES= "$0" test.py "$2" "$1/train/latest.pth" --eval bbox segm \
                 --work-dir "$1/test_cpu" --cfg-options "${@:4}"' \
             "$PY" "$eval_dir" "$eval_config" "$iters" "${data_opts[@]}" > "$RESULTS/eval.log" 2>&1 \
-        && "$PY" - "$eval_dir" "${EVAL_TOLERANCE:-0.02}" >> "$RESULTS/eval.log" 2>&1 <<'PY'
-import glob, json, sys
-folder, tolerance = sys.argv[1], float(sys.argv[2])
-device, cpu = (json.load(open(sorted(glob.glob(f'{folder}/{d}/eval_*.json'))[-1]))['metric'] for d in ('test_device', 'test_cpu'))
-keys = [k for k in cpu if k.endswith(('_mAP', '_mAP_50', '_mAP_75'))]
-worst = max(abs(device[k] - cpu[k]) for k in keys)
-print('eval-compare:', ' '.join(f'{k} {device[k]:.3f}/{cpu[k]:.3f}' for k in keys if k.endswith('_mAP')),
-      f'(device/CPU) | largest difference over {len(keys)} metrics {worst:.4f}, tolerance {tolerance}')
-sys.exit(0 if worst <= tolerance and keys else 1)
-PY
+        && "$PY" tools/compare_eval.py "$eval_dir/test_device" "$eval_dir/test_cpu" --tolerance "${EVAL_TOLERANCE:-0.02}" \
+            --labels "$([ "$NO_GPU" = 1 ] && echo CPU || echo GPU)" CPU >> "$RESULTS/eval.log" 2>&1
     then
         status=ok
     else

@@ -26,7 +26,7 @@ KIT_DIR=${KIT_DIR:-.gpu-kit}
 KIT_VENV=${KIT_VENV:-build/gpu-kit-venv}
 KIT_MAX_MIB=${KIT_MAX_MIB:-60}
 PIP="$ROOT/tools/install/pip_quiet.sh"
-CONSTRAINTS=requirements/constraints.txt
+CONSTRAINTS=$KIT_VENV.constraints.txt  # the stack's constraints but the GPU machines' torch/torchvision
 start=$(date +%s)
 stamp() { echo "[gpu-kit] $(( $(date +%s) - start )) s: $*"; }
 
@@ -38,13 +38,14 @@ if [ ! -x "$KIT_VENV/bin/python" ]; then
     "$python" -m venv "$KIT_VENV"
 fi
 PY=$KIT_VENV/bin/python
+grep -v -E '^(torch|torchvision)==' requirements/constraints.txt > "$CONSTRAINTS"
 if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$KIT_TORCH')" 2>/dev/null; then
     stamp "installing torch $KIT_TORCH and the GPU image's packages into $KIT_VENV"
 fi
 # The GPU image's packages (KINDS.md of the device tool), at the stack's numpy-2 pins; torch's CUDA 13 build is
 # PyPI's default for Linux. Idempotent: pip skips what is there.
 bash "$PIP" "$PY" install -q -c "$CONSTRAINTS" "torch==$KIT_TORCH" "torchvision==$KIT_TORCHVISION" numpy \
-    "setuptools<82" wheel ninja timm opencv-python-headless matplotlib scipy six pytest pillow pyyaml packaging
+    "setuptools<82" wheel ninja timm "opencv-python-headless>=4.12,<5" matplotlib scipy six pytest pillow pyyaml packaging
 # What mmcv-full's build and its import check need; removed again below, so the venv stays like the GPU image.
 bash "$PIP" "$PY" install -q -c "$CONSTRAINTS" addict yapf==0.40.1
 
