@@ -85,8 +85,14 @@ KIT_VENV ?= build/gpu-kit-venv
 gpu-kit:
 	bash tools/install/build_gpu_kit.sh
 
+# In a copy of the working tree (build/gpu-kit-dry-run/src): the check builds the ops in place for the kit's torch,
+# which must not replace this checkout's binaries. Generous step limits: the 2-core machine is no GPU machine.
 gpu-kit-dry-run: gpu-kit
-	GPU_CHECK_NO_GPU=1 PYTHON=$(KIT_VENV)/bin/python bash tools/gpu_check.sh --full build/gpu-kit-dry-run
+	rm -rf build/gpu-kit-dry-run && mkdir -p build/gpu-kit-dry-run/src
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t build/gpu-kit-dry-run/src
+	cd build/gpu-kit-dry-run/src && GPU_CHECK_NO_GPU=1 PYTHON=$(abspath $(KIT_VENV))/bin/python \
+	KIT_DIR=$(abspath .gpu-kit) STEP_TIMEOUT_BUILD=1800 STEP_TIMEOUT_TESTS=1200 STEP_TIMEOUT_BENCH=600 \
+	STEP_TIMEOUT_DETECTORS=1200 STEP_TIMEOUT_EVAL=900 bash tools/gpu_check.sh --full $(abspath build/gpu-kit-dry-run/results)
 
 demo: setup
 	bash tools/run_demo.sh $(PY)

@@ -137,7 +137,8 @@ first_error() {
 
 for op in ops_dcnv3 ops_dcnv4; do
     t0=$(date +%s)
-    (cd "$op" && rm -f _C*.so && timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
+    # only this Python's binary is replaced (another Python's, e.g. a venv's cpython-311 build, stays)
+    (cd "$op" && rm -f "_C$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" && timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
         > "$RESULTS/build_$op.log" 2>&1
     status=$?
     if [ "$status" = 0 ] && "$PY" -c "import $op._C as C, sys; sys.exit(0 if C.with_cuda else 1)" \
