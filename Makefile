@@ -36,7 +36,7 @@ SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_tor
 setup: $(VENV)/.deps-stamp
 	bash tools/install/build_dcnv3.sh $(PY)
 	bash tools/install/build_op.sh $(PY) ops_roialign
-	bash tools/install/build_op.sh $(PY) ops_dcnv4 ops_dcnv3
+	bash tools/install/build_op.sh $(PY) ops_dcnv4
 	@$(PY) -c "import mmcv_custom, mmdet_custom, ops_dcnv3, ops_dcnv4; \
 	print('[setup] stack OK: torch', __import__('torch').__version__, '| mmcv-full', __import__('mmcv').__version__, \
 	'| mmdet', __import__('mmdet').__version__, '| DCNv3 extension:', ops_dcnv3.extension_available(), \

@@ -3,11 +3,10 @@
     python get_flops.py CONFIG [--shape H W | --shape S] [--size-divisor 32] [--cfg-options k=v ...]
 
 The input is padded up to ``--size-divisor`` (-1: no padding), the detector runs ``forward_dummy`` under mmcv's
-``get_model_complexity_info`` (which counts a multiply-add as one FLOP, like the original's README table), and for
-InternImage backbones the DCNv3 core is added as the original does: per stage i, for every block,
-5 * (H / (4 * 2^i)) * (W / (4 * 2^i)) * 9 * C_i (bilinear sampling and weighting of 9 points per output channel).
-FlashInternImage backbones get the same term, labelled DCNv4: DCNv4 samples and weights the same 9 points per output
-channel (it only drops the softmax), and the FlashInternImage repository has no get_flops.py of its own.
+``get_model_complexity_info`` (which counts a multiply-add as one FLOP, like the original's README table), and the
+DCN cores' cost, which the generic counter cannot see, is added as the original does (the backbone's
+``core_flops``, formula in ops_common/flops.py); FlashInternImage's is labelled DCNv4 (the FlashInternImage
+repository has no get_flops.py of its own).
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make set
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
 from mmdet_custom.apis.cli import KeyValueAction, load_config
+from ops_common.flops import dcn_core_flops as dcnv3_flops  # noqa: F401  (the formula, for callers of get_flops)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,15 +53,6 @@ def padded_shape(shape: list[int], divisor: int) -> tuple[int, int]:
     if divisor > 0:
         h, w = math.ceil(h / divisor) * divisor, math.ceil(w / divisor) * divisor
     return h, w
-
-
-def dcnv3_flops(depths: list[int], channels: int, height: int, width: int) -> int:
-    """The DCNv3 core cost the original adds for InternImage backbones (see the module docstring)."""
-    total = 0
-    for i, depth in enumerate(depths):
-        scale = 4 * 2 ** i
-        total += depth * 5 * (height / scale) * (width / scale) * 9 * (channels * 2 ** i)
-    return int(total)
 
 
 def dummy_forward(model):
@@ -100,14 +91,10 @@ def count(cfg, height: int, width: int) -> dict:
     model.forward = dummy_forward(model)
     flops, params = get_model_complexity_info(model, (3, height, width), print_per_layer_stat=False,
                                               as_strings=False)
-    extra = 0
     backbone = getattr(model, 'backbone', None)
-    if backbone is not None and 'InternImage' in type(backbone).__name__:
-        inner = backbone.cb_modules[0] if hasattr(backbone, 'cb_modules') else backbone
-        extra = dcnv3_flops(list(inner.depths), int(inner.channels), height, width)
-        if hasattr(backbone, 'cb_modules'):
-            extra *= len(backbone.cb_modules)  # every composite backbone runs the full DCNv3 stack
-    core = 'DCNv4' if backbone is not None and type(backbone).__name__.startswith('Flash') else 'DCNv3'
+    # Backbones with DCN cores say what the cores cost (InternImage.core_flops, ops_common/flops.py).
+    extra = backbone.core_flops(height, width) if hasattr(backbone, 'core_flops') else 0
+    core = 'DCNv4' if getattr(backbone, 'core_op', None) == 'DCNv4' else 'DCNv3'
     return dict(flops=int(flops) + extra, params=int(params), dcnv3_flops=extra, core=core)
 
 

@@ -1,148 +1,23 @@
 """Build ops_dcnv3 and its compiled extension ops_dcnv3._C (CPU kernel, plus the CUDA kernel when possible).
 
     python setup.py build_ext --inplace         # in place, next to this file (what make.sh runs)
-    pip install . --no-build-isolation           # as a package of its own
 
-The CUDA kernel is compiled whenever nvcc and a CUDA build of torch are present, even with no GPU visible. The
-extension needs GCC or Clang (Linux, macOS); on Windows (MSVC) it is not built and DCNv3 runs the PyTorch core.
-Environment: DCNV3_FORCE_CPU=1 builds the CPU kernel only; CUDA_HOME / CUDA_PATH name the toolkit;
-TORCH_CUDA_ARCH_LIST overrides the default architectures (Volta..Hopper minus what the installed nvcc dropped: nvcc 13
-no longer builds Volta, sm_70, so there the default is Turing..Hopper);
-MAX_JOBS limits parallel compile jobs.
+The build logic (CUDA toolkit discovery, default architectures, OpenMP flags) and the shared C++ sources are
+ops_common's (ops_common/build.py, ops_common/src): the ops_common folder must sit next to this one. The CUDA kernel
+is compiled whenever nvcc and a CUDA build of torch are present, even with no GPU visible. The extension needs GCC
+or Clang (Linux, macOS); on Windows (MSVC) it is not built and DCNv3 runs the PyTorch core.
+Environment: DCNV3_FORCE_CPU=1 builds the CPU kernel only; CUDA_HOME / CUDA_PATH, TORCH_CUDA_ARCH_LIST and MAX_JOBS
+as described in ops_common/build.py.
 """
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
 import sys
 
-from setuptools import setup
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: ops_common
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WANTED_ARCHS = ['7.0', '7.5', '8.0', '8.6', '8.9', '9.0']  # Volta .. Hopper
+from ops_common.build import setup_op_package  # noqa: E402
 
-
-def _log(message: str, package: str = 'ops_dcnv3') -> None:
-    print(f'[{package}] {message}', flush=True)
-
-
-def _is_toolkit_root(root: str) -> bool:
-    """A CUDA toolkit root: bin/nvcc and the CUDA runtime library the extension links against."""
-    if not root or not os.path.isfile(os.path.join(root, 'bin', 'nvcc')):
-        return False
-    lib_dirs = [os.path.join(root, 'lib64'), os.path.join(root, 'lib'), os.path.join(root, 'lib', 'x64')]
-    targets = os.path.join(root, 'targets')
-    if os.path.isdir(targets):
-        lib_dirs += [os.path.join(targets, t, 'lib') for t in os.listdir(targets)]
-    return any(os.path.isdir(d) and any(f.startswith(('libcudart.so', 'cudart.lib')) for f in os.listdir(d))
-               for d in lib_dirs)
-
-
-def _roots_behind(nvcc: str, depth: int = 0) -> list[str]:
-    """Toolkit roots an `nvcc` on PATH leads to: through symlinks, and through wrapper scripts that exec another
-    nvcc (e.g. `exec /usr/local/cuda-13.0/bin/nvcc "$@"`)."""
-    real = os.path.realpath(nvcc)
-    roots = [os.path.dirname(os.path.dirname(real))]
-    if depth < 3:
-        try:
-            with open(real, 'rb') as handle:
-                head = handle.read(4096)
-        except OSError:
-            head = b''
-        if head.startswith(b'#!'):  # a script: follow the nvcc paths it names
-            for target in re.findall(r'''(/[^\s'"]*/bin/nvcc)\b''', head.decode('utf-8', 'replace')):
-                roots += _roots_behind(target, depth + 1)
-    return roots
-
-
-def find_cuda_home() -> str | None:
-    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH')]
-    nvcc = shutil.which('nvcc')
-    if nvcc:
-        candidates += _roots_behind(nvcc)
-    candidates += ['/usr/local/cuda']
-    for root in candidates:
-        if root and _is_toolkit_root(root):
-            return os.path.realpath(root) if root != os.environ.get('CUDA_HOME') else root
-    return None
-
-
-def default_arch_list(cuda_home: str) -> str:
-    """Volta..Hopper, without the architectures this nvcc no longer supports; PTX of the newest for later GPUs."""
-    try:
-        out = subprocess.run([os.path.join(cuda_home, 'bin', 'nvcc'), '--list-gpu-arch'], capture_output=True,
-                             text=True, check=True).stdout
-        supported = {f'{int(m) // 10}.{int(m) % 10}' for m in re.findall(r'compute_(\d+)', out)}
-    except (OSError, subprocess.CalledProcessError):  # old nvcc without --list-gpu-arch: it has them all
-        supported = set(WANTED_ARCHS)
-    archs = [a for a in WANTED_ARCHS if a in supported] or WANTED_ARCHS[-1:]
-    return ';'.join(archs) + '+PTX'
-
-
-def extension_kind(force_cpu_env: str = 'DCNV3_FORCE_CPU') -> tuple[str, str | None, str]:
-    """('cuda', CUDA_HOME, reason) or ('cpu', None, reason); decided before torch's build helpers are imported,
-    because torch.utils.cpp_extension fixes CUDA_HOME at import time."""
-    if os.environ.get(force_cpu_env, '0') not in ('', '0'):
-        return 'cpu', None, f'{force_cpu_env} is set'
-    import torch
-    if torch.version.cuda is None:
-        return 'cpu', None, f'torch {torch.__version__} is not a CUDA build'
-    cuda_home = find_cuda_home()
-    if cuda_home is None:
-        return 'cpu', None, 'no CUDA toolkit found (set CUDA_HOME to the folder holding bin/nvcc and lib64)'
-    return 'cuda', cuda_home, f'CUDA toolkit at {cuda_home}, torch CUDA {torch.version.cuda}'
-
-
-def make_extensions(name: str = 'ops_dcnv3._C',
-                    sources: tuple[str, ...] = ('src/vision.cpp', 'src/cpu/dcnv3_cpu.cpp',
-                                                'src/cpu/dcnv3_cuda_bodies_host.cpp'),
-                    cuda_sources: tuple[str, ...] = ('src/cuda/dcnv3_cuda.cu',), include_dirs: tuple[str, ...] = (),
-                    force_cpu_env: str = 'DCNV3_FORCE_CPU'):
-    """The extension `name` from `sources` (+ `cuda_sources` when CUDA can be built); ops_dcnv4 builds with it too."""
-    package = name.split('.')[0]
-    if sys.platform == 'win32':
-        # The CPU kernels are written with GCC/Clang vector extensions and target attributes, which MSVC lacks.
-        _log(f'not building {name}: the compiled extension needs GCC or Clang, and MSVC is the compiler on '
-             f'Windows. {package} installs without it and runs its pure-PyTorch core (it warns once).', package)
-        return [], {}
-    kind, cuda_home, reason = extension_kind(force_cpu_env)
-    if kind == 'cuda':
-        os.environ['CUDA_HOME'] = cuda_home
-        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', default_arch_list(cuda_home))
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-
-    # -fopenmp: at::parallel_for is a header template that only runs in parallel when the extension itself is
-    # compiled with OpenMP (it then shares torch's OpenMP runtime, libgomp.so.1, already loaded by libtorch_cpu).
-    if sys.platform.startswith('linux'):
-        cxx_flags, link_flags = ['-O3', '-fopenmp'], ['-fopenmp']
-    else:  # macOS: torch uses its native thread pool there; omp simd hints only
-        cxx_flags, link_flags = ['-O3', '-fopenmp-simd'], []
-    if kind == 'cuda':
-        _log(f'building the CPU and CUDA kernels ({reason}; TORCH_CUDA_ARCH_LIST={os.environ["TORCH_CUDA_ARCH_LIST"]})',
-             package)
-        extension = CUDAExtension(
-            name, list(sources + cuda_sources), define_macros=[('WITH_CUDA', None)], include_dirs=list(include_dirs),
-            extra_compile_args={'cxx': cxx_flags, 'nvcc': ['-O3', '-lineinfo']},
-            extra_link_args=link_flags)
-    else:
-        _log(f'building the CPU kernel only ({reason})', package)
-        extension = CppExtension(name, list(sources), include_dirs=list(include_dirs),
-                                 extra_compile_args={'cxx': cxx_flags}, extra_link_args=link_flags)
-    return [extension], {'build_ext': BuildExtension}
-
-
-if __name__ == '__main__':  # imported (not run) by ops_dcnv4/setup.py for the helpers above
-    os.chdir(HERE)  # sources are given relative to this file
-    ext_modules, cmdclass = make_extensions()
-    setup(
-        name='ops_dcnv3',
-        version='1.0',
-        description='DCNv3 deformable convolution core for InternImage: CPU and CUDA kernels, PyTorch reference',
-        packages=['ops_dcnv3', 'ops_dcnv3.functions', 'ops_dcnv3.modules'],
-        package_dir={'ops_dcnv3': '.', 'ops_dcnv3.functions': 'functions', 'ops_dcnv3.modules': 'modules'},
-        ext_modules=ext_modules,
-        cmdclass=cmdclass,
-        zip_safe=False,
-    )
+if __name__ == '__main__':
+    setup_op_package(__file__, 'DCNv3 deformable convolution core for InternImage: CPU and CUDA kernels, PyTorch '
+                     'reference', force_cpu_env='DCNV3_FORCE_CPU')

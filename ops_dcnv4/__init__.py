@@ -4,6 +4,6 @@ Importing this package never requires the compiled extension; without it the ope
 warns once. See docs/dcnv4_operator.md.
 """
 from .functions import DCNv4Function, dcnv4_core_pytorch, extension_available, pack_offset_mask
-from .modules import DCNv4
+from .modules import DCNv3OnDCNv4, DCNv4
 
-__all__ = ['DCNv4', 'DCNv4Function', 'dcnv4_core_pytorch', 'extension_available', 'pack_offset_mask']
+__all__ = ['DCNv3OnDCNv4', 'DCNv4', 'DCNv4Function', 'dcnv4_core_pytorch', 'extension_available', 'pack_offset_mask']

@@ -5,26 +5,13 @@ mmcv's CPU RoIAlign runs on one thread; :func:`mmcv_custom.roi_align_cpu.patch_m
 """
 from __future__ import annotations
 
-import torch  # noqa: F401  (loads libtorch, which _C links against, before _C is imported)
+from ops_common.extension import ExtensionLoader
 
-_extension = None
-_extension_error: Exception | None = None
-
-
-def load_extension():
-    """The compiled ``ops_roialign._C`` module, or None where it is not built (imported once, lazily)."""
-    global _extension, _extension_error
-    if _extension is None and _extension_error is None:
-        try:
-            from . import _C
-            _extension = _C
-        except ImportError as error:  # not built, or built against another torch
-            _extension_error = error
-    return _extension
+EXTENSION = ExtensionLoader('ops_roialign', 'RoIAlign')
 
 
-def extension_available() -> bool:
-    return load_extension() is not None
+load_extension = EXTENSION.load  # the compiled module, or None where it is not built (imported once, lazily)
+extension_available = EXTENSION.available
 
 
-__all__ = ['extension_available', 'load_extension']
+__all__ = ['EXTENSION', 'extension_available', 'load_extension']

@@ -17,15 +17,15 @@ AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 def without_compiled_kernels() -> Iterator[None]:
     """Every DCNv3/DCNv4 route on its PyTorch fallback: fake tensors cannot enter the compiled kernels (no fake
     implementation is registered for them), so the kernel routes are checked on a real GPU (tools/gpu_check.sh)."""
-    import ops_dcnv3.modules.dcnv3 as dcnv3_module
-    import ops_dcnv4.functions.dcnv4_func as dcnv4_func
-    saved = dcnv3_module.extension_available, dcnv4_func.load_extension
-    dcnv3_module.extension_available = lambda: False
-    dcnv4_func.load_extension = lambda: None
+    from ops_dcnv3.functions.dcnv3_func import EXTENSION as DCNV3
+    from ops_dcnv4.functions.dcnv4_func import EXTENSION as DCNV4
+    for loader in (DCNV3, DCNV4):
+        loader.load = lambda: None  # an instance attribute hides the method: routing sees no extension
     try:
         yield
     finally:
-        dcnv3_module.extension_available, dcnv4_func.load_extension = saved
+        for loader in (DCNV3, DCNV4):
+            del loader.load
 
 
 @contextlib.contextmanager

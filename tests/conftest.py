@@ -37,9 +37,9 @@ def _seed_everything():
 def compiled_core_calls(monkeypatch) -> list:
     """Records the device type of every call the DCNv3 modules make to the compiled core (DCNv3Function), so a
     test of core_op='DCNv3' can assert the compiled kernel really ran instead of the PyTorch fallback."""
-    import ops_dcnv3.modules.dcnv3 as dcnv3_module
+    import ops_dcnv3.functions.dcnv3_func as dcnv3_func
     calls: list = []
-    real = dcnv3_module.DCNv3Function
+    real = dcnv3_func.DCNv3Function
 
     class CountingFunction:
         @staticmethod

@@ -1,251 +1,75 @@
 """DCNv3 modules: ``DCNv3`` (compiled core, PyTorch fallback) and ``DCNv3_pytorch`` (PyTorch core).
 
-Parameter names and shapes are upstream's, so released checkpoints load unchanged (docs/checkpoints.md).
+Both are :class:`ops_common.modules.DCNv3Layers` with a core: parameter names and shapes are upstream's, so released
+checkpoints load unchanged (docs/checkpoints.md). Sampling through the DCNv4 operator instead (InternImage's
+``use_dcn_v4_op``) is ``ops_dcnv4.DCNv3OnDCNv4``, which the backbone picks once.
 """
 from __future__ import annotations
 
 import warnings
 
 import torch
-from torch import nn
-from torch.nn.init import constant_, xavier_uniform_
 
-from ..functions import DCNv3Function, dcnv3_core_pytorch, extension_available, load_extension, softmax_over_points
+from ops_common.modules import (
+    CenterFeatureScaleModule,
+    DCNv3Layers,
+    build_act_layer,
+    build_norm_layer,
+    to_channels_first,
+    to_channels_last,
+)
 
+from ..functions import dcnv3_core_pytorch, dcnv3_func, softmax_over_points
 
-class to_channels_first(nn.Module):  # noqa: N801  (upstream's name; parameter-free)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 3, 1, 2)
-
-
-class to_channels_last(nn.Module):  # noqa: N801
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1)
+__all__ = ['CenterFeatureScaleModule', 'DCNv3', 'DCNv3_pytorch', 'build_act_layer', 'build_norm_layer',
+           'to_channels_first', 'to_channels_last']
 
 
-def build_norm_layer(dim: int, norm_layer: str, in_format: str = 'channels_last',
-                     out_format: str = 'channels_last', eps: float = 1e-6) -> nn.Sequential:
-    """Norm as an ``nn.Sequential`` with permutes around it.
+class DCNv3_pytorch(DCNv3Layers):  # noqa: N801  (upstream's name)
+    """DCNv3 with the pure-PyTorch core. Same parameters as :class:`DCNv3`.
 
-    The permute modules are part of the Sequential on purpose: they shift its indices and therefore the
-    state-dict keys (``norm1.1.weight`` after a permute, ``norm.0.weight`` without), as in the released
-    checkpoints.
+    ``use_dcn_v4_op`` is accepted for upstream's signature: this module always runs the PyTorch core (warned).
     """
-    layers = []
-    if norm_layer == 'BN':
-        if in_format == 'channels_last':
-            layers.append(to_channels_first())
-        layers.append(nn.BatchNorm2d(dim))
-        if out_format == 'channels_last':
-            layers.append(to_channels_last())
-    elif norm_layer == 'LN':
-        if in_format == 'channels_first':
-            layers.append(to_channels_last())
-        layers.append(nn.LayerNorm(dim, eps=eps))
-        if out_format == 'channels_first':
-            layers.append(to_channels_first())
-    else:
-        raise NotImplementedError(f"norm_layer must be 'LN' or 'BN', got {norm_layer!r}")
-    return nn.Sequential(*layers)
 
-
-def build_act_layer(act_layer: str) -> nn.Module:
-    if act_layer == 'ReLU':
-        return nn.ReLU(inplace=True)
-    if act_layer == 'SiLU':
-        return nn.SiLU(inplace=True)
-    if act_layer == 'GELU':
-        return nn.GELU()
-    raise NotImplementedError(f"act_layer must be 'ReLU', 'SiLU' or 'GELU', got {act_layer!r}")
-
-
-def _is_power_of_2(n: int) -> bool:
-    return n > 0 and (n & (n - 1)) == 0
-
-
-class CenterFeatureScaleModule(nn.Module):
-    """Per-group gate ``sigmoid(x W^T + b)`` (parameter-free: the weights are owned by the DCNv3 module)."""
-
-    def forward(self, query: torch.Tensor, center_feature_scale_proj_weight: torch.Tensor,
-                center_feature_scale_proj_bias: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(
-            query, weight=center_feature_scale_proj_weight, bias=center_feature_scale_proj_bias).sigmoid()
-
-
-class DCNv3_pytorch(nn.Module):  # noqa: N801  (upstream's name)
-    """DCNv3 with the pure-PyTorch core. Same parameters as :class:`DCNv3`."""
-
-    routes_dcn_v4_op = False  # only DCNv3 honours use_dcn_v4_op
-
-    def __init__(self, channels: int = 64, kernel_size: int = 3, dw_kernel_size: int | None = None,
-                 stride: int = 1, pad: int = 1, dilation: int = 1, group: int = 4,
-                 offset_scale: float = 1.0, act_layer: str = 'GELU', norm_layer: str = 'LN',
-                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
-        super().__init__()
-        if channels % group != 0:
-            raise ValueError(f'channels must be divisible by group, but got channels={channels} and group={group}')
-        _d_per_group = channels // group
-        dw_kernel_size = dw_kernel_size if dw_kernel_size is not None else kernel_size
-        if not _is_power_of_2(_d_per_group):
-            warnings.warn(
-                "You'd better set channels in DCNv3 to make the dimension of each attention head a power of 2 "
-                'which is more efficient in our CUDA implementation.', stacklevel=2)
-        if use_dcn_v4_op and not self.routes_dcn_v4_op:
+    def __init__(self, *args, use_dcn_v4_op: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if use_dcn_v4_op:
             warnings.warn(f'use_dcn_v4_op=True: {type(self).__name__} always runs the pure-PyTorch DCNv3 core; '
-                          'use DCNv3 to route the sampling through the DCNv4 operator', stacklevel=2)
-        self.use_dcn_v4_op = use_dcn_v4_op
-
-        self.offset_scale = offset_scale
-        self.channels = channels
-        self.kernel_size = kernel_size
-        self.dw_kernel_size = dw_kernel_size
-        self.stride = stride
-        self.dilation = dilation
-        self.pad = pad
-        self.group = group
-        self.group_channels = channels // group
-        self.center_feature_scale = center_feature_scale
-
-        self.dw_conv = nn.Sequential(
-            nn.Conv2d(channels, channels, kernel_size=dw_kernel_size, stride=1,
-                      padding=(dw_kernel_size - 1) // 2, groups=channels),
-            build_norm_layer(channels, norm_layer, 'channels_first', 'channels_last'),
-            build_act_layer(act_layer))
-        self.offset = nn.Linear(channels, group * kernel_size * kernel_size * 2)
-        self.mask = nn.Linear(channels, group * kernel_size * kernel_size)
-        self.input_proj = nn.Linear(channels, channels)
-        self.output_proj = nn.Linear(channels, channels)
-        self._reset_parameters()
-
-        if center_feature_scale:
-            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros((group, channels), dtype=torch.float))
-            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group, dtype=torch.float))
-            self.center_feature_scale_module = CenterFeatureScaleModule()
-
-    def _reset_parameters(self) -> None:
-        constant_(self.offset.weight.data, 0.)
-        constant_(self.offset.bias.data, 0.)
-        constant_(self.mask.weight.data, 0.)
-        constant_(self.mask.bias.data, 0.)
-        xavier_uniform_(self.input_proj.weight.data)
-        constant_(self.input_proj.bias.data, 0.)
-        xavier_uniform_(self.output_proj.weight.data)
-        constant_(self.output_proj.bias.data, 0.)
-
-    def _sample(self, x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """The core on the mask logits: softmax over each group's points, then ``_core`` (the compiled module fuses
-        the two)."""
-        return self._core(x, offset, softmax_over_points(mask_logits, self.group))
+                          'build the backbone with core_op DCNv3 and use_dcn_v4_op=True (or use '
+                          'ops_dcnv4.DCNv3OnDCNv4) to sample through the DCNv4 operator', stacklevel=2)
 
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return dcnv3_core_pytorch(
-            x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
-            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
-            self.offset_scale)
-
-    def _check_input(self, input: torch.Tensor) -> None:
-        """One line naming the expected layout instead of a shape error from the first Linear."""
-        if isinstance(input, torch.Tensor) and input.dim() == 4 and input.shape[-1] == self.channels:
-            return
-        shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
-        hint = ''
-        if isinstance(input, torch.Tensor) and input.dim() == 4 and input.shape[1] == self.channels:
-            hint = ': this looks channels-first (N, C, H, W); pass input.permute(0, 2, 3, 1)'
-        raise ValueError(f'{type(self).__name__}: input must be channels-last (N, H, W, C) with C = channels = '
-                         f'{self.channels}, got shape {shape}{hint}')
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """:param input: (N, H, W, C) channels-last. :return: (N, H, W, C)."""
-        if not torch.jit.is_tracing():  # traced sizes are graph values in an export: nothing to check there
-            self._check_input(input)
-        N, H, W, _ = input.shape
-        x = self.input_proj(input)
-        x_proj = x
-        # Offsets and masks are predicted from the un-projected input; sampling happens on the projection.
-        x1 = self.dw_conv(input.permute(0, 3, 1, 2))
-        # Offsets and mask logits in the sampled tensor's dtype: under autocast the projections' output dtypes need
-        # not match x's (e.g. fp32 weights outside autocast regions, or a float32 op inside one).
-        offset = self.offset(x1).type(x.dtype)
-        mask_logits = self.mask(x1).type(x.dtype)
-
-        x = self._sample(x, offset, mask_logits)
-        if self.center_feature_scale:
-            center_feature_scale = self.center_feature_scale_module(
-                x1, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias)
-            # (N, H, W, G) -> (N, H, W, G * group_channels)
-            center_feature_scale = center_feature_scale[..., None].repeat(
-                1, 1, 1, 1, self.channels // self.group).flatten(-2)
-            x = x * (1 - center_feature_scale) + x_proj * center_feature_scale
-        return self.output_proj(x)
-
-
-_fallback_warned = False
+        return dcnv3_core_pytorch(x, offset, mask, *self._geometry())
 
 
 class DCNv3(DCNv3_pytorch):
-    """DCNv3 with the compiled core (CPU and CUDA kernels).
+    """DCNv3 with the compiled core (CPU and CUDA kernels, the mask softmax fused into them).
 
-    Where the extension is not built, the PyTorch core runs instead and a warning says so once.
-    ``use_dcn_v4_op=True`` runs the sampling through the DCNv4 operator instead (see ``_dcn_v4_core``).
+    Where the kernel cannot run (not built; built without CUDA for a CUDA tensor; ONNX export) the PyTorch core
+    runs instead, warned once: ops_common's routing policy (:meth:`ops_common.ExtensionLoader.route`), the one
+    DCNv4 uses too. ``use_dcn_v4_op`` is accepted for upstream's signature; the DCNv4-operator route is its own
+    class, ``ops_dcnv4.DCNv3OnDCNv4``, which the backbone chooses.
     """
 
-    routes_dcn_v4_op = True
+    def __init__(self, *args, use_dcn_v4_op: bool = False, **kwargs):
+        if use_dcn_v4_op:
+            raise ValueError('DCNv3: use_dcn_v4_op=True is chosen where the core op is built: InternImage(core_op='
+                             "'DCNv3', use_dcn_v4_op=True), or the module ops_dcnv4.DCNv3OnDCNv4")
+        super().__init__(*args, **kwargs)
 
     def _sample(self, x: torch.Tensor, offset: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """The logits go to ``_core`` as they are: on the compiled kernel the softmax is fused into it (forward and
-        backward, no softmaxed mask tensor written and read back); every other route applies it first."""
+        """The logits go to the core as they are: on the compiled kernel the softmax is fused into it (forward and
+        backward, no softmaxed mask tensor written and read back); the fallback applies it first."""
         return self._core(x, offset, mask_logits, mask_softmax=True)
-
-    def _dcn_v4_core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The same sampling through ``ops_dcnv4``: DCNv4 samples as DCNv3 does but takes the mask raw, so feeding
-        it the packed offsets and the already-softmaxed mask computes DCNv3's output (docs/dcnv4_operator.md)."""
-        from ops_dcnv4.functions import DCNv4Function, pack_offset_mask  # lazy: ops_dcnv3 does not need ops_dcnv4
-        offset_mask = pack_offset_mask(offset, mask, self.group)
-        return DCNv4Function.apply(
-            x, offset_mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
-            self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
-            self.offset_scale, 256, 0)
-
-    def _route(self, x: torch.Tensor) -> str:
-        """Where ``_core`` samples ``x``: 'kernel' (the compiled DCNv3 kernel), 'dcn_v4' (the DCNv4 operator) or
-        'pytorch' (the PyTorch core: ONNX export, or no usable extension, which a warning says once)."""
-        global _fallback_warned
-        if self.use_dcn_v4_op:
-            return 'dcn_v4'
-        if torch.onnx.is_in_onnx_export():
-            # Exported graphs use the PyTorch core (GridSample, opset >= 16): no custom op for runtimes to provide.
-            return 'pytorch'
-        if x.is_cuda and extension_available() and not load_extension().with_cuda:
-            if not _fallback_warned:
-                warnings.warn('ops_dcnv3: the compiled DCNv3 extension was built without CUDA, so DCNv3 runs the '
-                              'pure-PyTorch core on CUDA tensors. Rebuild it where nvcc and a CUDA build of torch '
-                              'are present (`make setup` or `cd ops_dcnv3 && sh make.sh`).', stacklevel=4)
-                _fallback_warned = True
-            return 'pytorch'
-        if not extension_available():
-            if not _fallback_warned:
-                warnings.warn(
-                    'ops_dcnv3: the compiled DCNv3 extension is not built, so DCNv3 runs the (slower) '
-                    'pure-PyTorch core. Build it with `make setup` or `cd ops_dcnv3 && sh make.sh`.',
-                    stacklevel=4)
-                _fallback_warned = True
-            return 'pytorch'
-        return 'kernel'
 
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
               mask_softmax: bool = False) -> torch.Tensor:
-        """``mask`` is the weights, or with ``mask_softmax`` the logits (softmaxed inside the compiled kernel, or
-        here first on the other routes)."""
-        route = self._route(x)
-        if route == 'kernel':
-            return DCNv3Function.apply(
-                x, offset, mask, self.kernel_size, self.kernel_size, self.stride, self.stride,
-                self.pad, self.pad, self.dilation, self.dilation, self.group, self.group_channels,
-                self.offset_scale, 256, mask_softmax)
-        if mask_softmax:
-            mask = softmax_over_points(mask, self.group)
-        if route == 'dcn_v4':
-            return self._dcn_v4_core(x, offset, mask)
-        return super()._core(x, offset, mask)
+        """``mask`` is the weights, or with ``mask_softmax`` the logits. The fallback is DCNv3_pytorch's core (the
+        one export rewriters patch, mmdet_custom/deploy)."""
+        def reference() -> torch.Tensor:
+            weights = softmax_over_points(mask, self.group) if mask_softmax else mask
+            return super(DCNv3, self)._core(x, offset, weights)
+
+        return dcnv3_func.EXTENSION.route(
+            x, lambda: dcnv3_func.DCNv3Function.apply(x, offset, mask, *self._geometry(), 256, mask_softmax),
+            reference, stacklevel=5)

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dcn_binding.h"
 #include "dcnv3.h"
 
 #define DCNV3_CHECK_INVARIANT(condition)                                                                     \
@@ -23,26 +24,15 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset, const 
                        int dilation_w, int group, int group_channels, double offset_scale, int im2col_step,
                        bool mask_softmax) {
   DCNV3_CHECK_INVARIANT(input.dim() == 4 && offset.dim() == 4 && mask.dim() == 4);
-  DCNV3_CHECK_INVARIANT(at::isFloatingType(input.scalar_type()));
   DCNV3_CHECK_INVARIANT(offset.scalar_type() == input.scalar_type() && mask.scalar_type() == input.scalar_type());
   DCNV3_CHECK_INVARIANT(offset.device() == input.device() && mask.device() == input.device());
-  DCNV3_CHECK_INVARIANT(kernel_h >= 1 && kernel_w >= 1 && stride_h >= 1 && stride_w >= 1);
-  DCNV3_CHECK_INVARIANT(pad_h >= 0 && pad_w >= 0 && dilation_h >= 1 && dilation_w >= 1);
-  DCNV3_CHECK_INVARIANT(group >= 1 && group_channels >= 1 && im2col_step >= 1);
-  DCNV3_CHECK_INVARIANT(input.size(3) == static_cast<int64_t>(group) * group_channels);
+  DCN_CHECK_GEOMETRY_INVARIANTS(DCNV3_CHECK_INVARIANT);
   Geometry geo;
-  geo.batch = input.size(0);
-  geo.height_in = static_cast<int>(input.size(1));
-  geo.width_in = static_cast<int>(input.size(2));
-  geo.kernel_h = kernel_h, geo.kernel_w = kernel_w, geo.stride_h = stride_h, geo.stride_w = stride_w;
-  geo.pad_h = pad_h, geo.pad_w = pad_w, geo.dilation_h = dilation_h, geo.dilation_w = dilation_w;
-  geo.group = group, geo.group_channels = group_channels, geo.offset_scale = offset_scale;
+  dcn::fill_geometry(geo, input, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                     group_channels, offset_scale);
   geo.mask_softmax = mask_softmax;
-  const int64_t height_out = (geo.height_in + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1;
-  const int64_t width_out = (geo.width_in + 2 * pad_w - (dilation_w * (kernel_w - 1) + 1)) / stride_w + 1;
-  DCNV3_CHECK_INVARIANT(height_out >= 1 && width_out >= 1);
-  geo.height_out = static_cast<int>(height_out);
-  geo.width_out = static_cast<int>(width_out);
+  DCNV3_CHECK_INVARIANT(geo.height_out >= 1 && geo.width_out >= 1);
+  const int64_t height_out = geo.height_out, width_out = geo.width_out;
   const int64_t points = static_cast<int64_t>(group) * kernel_h * kernel_w;
   DCNV3_CHECK_INVARIANT(offset.sizes() == at::IntArrayRef({geo.batch, height_out, width_out, points * 2}));
   DCNV3_CHECK_INVARIANT(mask.sizes() == at::IntArrayRef({geo.batch, height_out, width_out, points}));
@@ -66,15 +56,9 @@ at::Tensor forward(const at::Tensor& input_, const at::Tensor& offset_, const at
                                      dilation_h, dilation_w, group, group_channels, offset_scale, im2col_step,
                                      mask_softmax);
   const auto input = input_.contiguous(), offset = offset_.contiguous(), mask = mask_.contiguous();
-  if (input.is_cuda()) {
-#ifdef WITH_CUDA
-    return cuda_forward(input, offset, mask, geo);
-#else
-    TORCH_CHECK(false, "dcnv3: input is a CUDA tensor but ops_dcnv3._C was built without CUDA");
-#endif
-  }
-  TORCH_CHECK(input.is_cpu(), "dcnv3: input must be a CPU or CUDA tensor, got device ", input.device());
-  return cpu_forward(input, offset, mask, geo);
+  return dcn::on_device(
+      input, "dcnv3", [&] { return cuda_forward(input, offset, mask, geo); },
+      [&] { return cpu_forward(input, offset, mask, geo); });
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& input_, const at::Tensor& offset_, const at::Tensor& mask_,
@@ -87,15 +71,9 @@ std::vector<at::Tensor> backward(const at::Tensor& input_, const at::Tensor& off
   check_grad_output(grad_output_, input_, geo);
   const auto input = input_.contiguous(), offset = offset_.contiguous(), mask = mask_.contiguous();
   const auto grad_output = grad_output_.contiguous();
-  if (input.is_cuda()) {
-#ifdef WITH_CUDA
-    return cuda_backward(input, offset, mask, grad_output, geo);
-#else
-    TORCH_CHECK(false, "dcnv3: input is a CUDA tensor but ops_dcnv3._C was built without CUDA");
-#endif
-  }
-  TORCH_CHECK(input.is_cpu(), "dcnv3: input must be a CPU or CUDA tensor, got device ", input.device());
-  return cpu_backward(input, offset, mask, grad_output, geo);
+  return dcn::on_device(
+      input, "dcnv3", [&] { return cuda_backward(input, offset, mask, grad_output, geo); },
+      [&] { return cpu_backward(input, offset, mask, grad_output, geo); });
 }
 
 // The host harness of the CUDA kernel bodies, for the tests: same arguments as forward/backward plus `pack`.

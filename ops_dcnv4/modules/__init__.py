@@ -1,3 +1,3 @@
-from .dcnv4 import DCNv4
+from .dcnv4 import DCNv3OnDCNv4, DCNv4
 
-__all__ = ['DCNv4']
+__all__ = ['DCNv3OnDCNv4', 'DCNv4']

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
-from ops_dcnv3.modules.dcnv3 import CenterFeatureScaleModule
+from ops_common.modules import DCNv3Layers, add_center_feature_scale, blend_center_feature_scale
 
-from ..functions import DCNv4Function
+from ..functions import DCNv4Function, pack_offset_mask
 
 
 class DCNv4(nn.Module):
@@ -55,9 +55,7 @@ class DCNv4(nn.Module):
         self._reset_parameters()
 
         if center_feature_scale:
-            self.center_feature_scale_proj_weight = nn.Parameter(torch.zeros((group, channels), dtype=torch.float))
-            self.center_feature_scale_proj_bias = nn.Parameter(torch.zeros(group, dtype=torch.float))
-            self.center_feature_scale_module = CenterFeatureScaleModule()
+            add_center_feature_scale(self, group, channels)
 
     def _reset_parameters(self) -> None:
         constant_(self.offset_mask.weight.data, 0.)
@@ -117,13 +115,22 @@ class DCNv4(nn.Module):
 
         if self.center_feature_scale:
             # The gate is computed from the op's output (DCNv3 computes it from the offset branch's input).
-            center_feature_scale = self.center_feature_scale_module(
-                x, self.center_feature_scale_proj_weight, self.center_feature_scale_proj_bias)
-            center_feature_scale = center_feature_scale[..., None].repeat(
-                1, 1, 1, 1, self.channels // self.group).flatten(-2)
-            x = x * (1 - center_feature_scale) + x_proj * center_feature_scale
+            x = blend_center_feature_scale(self, x, x, x_proj)
 
         x = x.reshape(N, L, -1)
         if not self.without_pointwise:
             x = self.output_proj(x)
         return x
+
+
+class DCNv3OnDCNv4(DCNv3Layers):
+    """DCNv3 (upstream's parameters and state-dict keys) sampling through the DCNv4 operator: InternImage's
+    ``use_dcn_v4_op=True``, chosen once where the backbone builds its core op.
+
+    DCNv4 samples as DCNv3 does but takes the mask raw, so the packed offsets and the already-softmaxed mask give
+    DCNv3's output (docs/dcnv4_operator.md). The DCNv4 operator's routing applies (kernel, else its PyTorch core).
+    """
+
+    def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        offset_mask = pack_offset_mask(offset, mask, self.group)
+        return DCNv4Function.apply(x, offset_mask, *self._geometry(), 256, 0)

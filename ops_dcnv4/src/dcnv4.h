@@ -25,10 +25,9 @@ at::Tensor cuda_bodies_forward_host(const at::Tensor& input, const at::Tensor& o
 std::vector<at::Tensor> cuda_bodies_backward_host(const at::Tensor& input, const at::Tensor& offset_mask,
                                                     const at::Tensor& grad_output, const Geometry& geo);
 
-#ifdef WITH_CUDA
+// Defined where the extension is built with CUDA (WITH_CUDA); only called there (dcn::on_device).
 at::Tensor cuda_forward(const at::Tensor& input, const at::Tensor& offset_mask, const Geometry& geo);
 std::vector<at::Tensor> cuda_backward(const at::Tensor& input, const at::Tensor& offset_mask,
                                       const at::Tensor& grad_output, const Geometry& geo);
-#endif
 
 }  // namespace dcnv4

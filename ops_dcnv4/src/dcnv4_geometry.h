@@ -2,19 +2,19 @@
 // Light on purpose (no ATen): nvcc and the host compiler both include it.
 #pragma once
 
-#include "common/dcnv3_math.h"
+#include "dcn_math.h"
 
 namespace dcnv4 {
 
-// DCNv3's geometry (sizes, kernel, stride, pad, dilation, groups, offset_scale) plus what the packed layout adds.
+// The shared geometry (sizes, kernel, stride, pad, dilation, groups, offset_scale) plus what the packed layout adds.
 // Point p of group g reads offset_mask[pixel][g * 3K + 2p] (x offset), [g * 3K + 2p + 1] (y offset) and
 // [g * 3K + 2K + p] (mask); the channels from G * 3K to offset_mask_channels are padding.
-struct Geometry : dcnv3::Geometry {
+struct Geometry : dcn::Geometry {
   int remove_center;         // 1: the kernel's centre point is not sampled
   int offset_mask_channels;  // Cpad: G * 3K rounded up to a multiple of 8
 
-  DCNV3_HOST_DEVICE int kernel_points() const { return kernel_h * kernel_w - remove_center; }  // K
-  DCNV3_HOST_DEVICE int group_stride() const { return 3 * kernel_points(); }  // offset_mask channels of a group
+  DCN_HOST_DEVICE int kernel_points() const { return kernel_h * kernel_w - remove_center; }  // K
+  DCN_HOST_DEVICE int group_stride() const { return 3 * kernel_points(); }  // offset_mask channels of a group
 };
 
 }  // namespace dcnv4

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = sorted(p for package in ('ops_dcnv3', 'ops_dcnv4', 'ops_roialign')
+SOURCES = sorted(p for package in ('ops_common', 'ops_dcnv3', 'ops_dcnv4', 'ops_roialign')
                  for p in (REPO / package / 'src').rglob('*') if p.suffix in ('.h', '.cpp', '.cu', '.cuh'))
 SOURCES += sorted((REPO / 'tools' / 'kernel_check').glob('*.cpp'))
 

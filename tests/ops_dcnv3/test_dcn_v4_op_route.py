@@ -1,7 +1,7 @@
-"""``use_dcn_v4_op=True``: DCNv3 runs its sampling through the DCNv4 operator (packed offsets + softmaxed mask) and
-gives the DCNv3 path's outputs and gradients, for the module and for the InternImage backbone of the
-``..._with_dcnv4`` config; the DCNv4 operator is really called (counted), so equality cannot come from a silent
-fallback to the DCNv3 core."""
+"""``use_dcn_v4_op=True`` (ops_dcnv4.DCNv3OnDCNv4): DCNv3 runs its sampling through the DCNv4 operator (packed
+offsets + softmaxed mask) and gives the DCNv3 path's outputs and gradients, for the module and for the InternImage
+backbone of the ``..._with_dcnv4`` config; the DCNv4 operator is really called (counted), so equality cannot come
+from a silent fallback to the DCNv3 core."""
 from __future__ import annotations
 
 import warnings
@@ -11,6 +11,7 @@ import torch
 
 import ops_dcnv4.functions as dcnv4_functions
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
+from ops_dcnv4.modules import DCNv3OnDCNv4
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_module_outputs_and_gradients_match(dcnv4_calls, group, channels, dw_ker
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         reference = randomised(DCNv3(**kwargs)).double()
-        routed = DCNv3(**kwargs, use_dcn_v4_op=True).double()
+        routed = DCNv3OnDCNv4(**kwargs).double()
     routed.load_state_dict(reference.state_dict())
     x = torch.randn(2, 7, 9, channels, dtype=torch.float64, requires_grad=True)
     x_routed = x.detach().clone().requires_grad_()
@@ -62,6 +63,11 @@ def test_pytorch_module_does_not_route(dcnv4_calls):
         module = DCNv3_pytorch(channels=16, group=2, use_dcn_v4_op=True)
     module(torch.randn(1, 4, 4, 16))
     assert dcnv4_calls == []
+
+
+def test_dcnv3_refuses_the_switch_it_no_longer_carries():
+    with pytest.raises(ValueError, match='DCNv3OnDCNv4'):
+        DCNv3(channels=16, group=2, use_dcn_v4_op=True)
 
 
 def test_with_dcnv4_config_backbone_matches_dcnv3(dcnv4_calls):
@@ -87,5 +93,6 @@ def test_with_dcnv4_config_backbone_matches_dcnv3(dcnv4_calls):
     with torch.no_grad():
         outs, outs_ref = routed(img), reference(img)
     assert len(dcnv4_calls) == 5  # one per block
+    assert type(routed.levels[0].blocks[0].dcn) is DCNv3OnDCNv4
     for out, ref in zip(outs, outs_ref, strict=True):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

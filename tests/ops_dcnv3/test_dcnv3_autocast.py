@@ -11,6 +11,7 @@ import torch
 
 from ops_dcnv3.functions import extension_available
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
+from ops_dcnv4.modules import DCNv3OnDCNv4
 from tests.autocast_helpers import (
     AUTOCAST_DTYPES,
     assert_close_relative,
@@ -21,7 +22,7 @@ from tests.autocast_helpers import (
 ROUTES = {
     'pytorch': (DCNv3_pytorch, {}),
     'kernel_or_fallback': (DCNv3, {}),  # on CUDA without a CUDA build of the extension: the PyTorch fallback
-    'dcn_v4': (DCNv3, dict(use_dcn_v4_op=True)),
+    'dcn_v4': (DCNv3OnDCNv4, {}),
 }
 
 

@@ -1,6 +1,6 @@
 """The CUDA kernels' per-thread bodies, run on the host by ops_dcnv3._C's harness, against the PyTorch core.
 
-The harness (src/cpu/dcnv3_cuda_bodies_host.cpp) calls the same functions the CUDA kernels call (common/
+The harness (src/host/dcnv3_cuda_bodies_host.cpp) calls the same functions the CUDA kernels call (common/
 dcnv3_cuda_bodies.h) for every thread index, with a host atomic add standing in for atomicAdd and the launchers'
 pack choice and opmath accumulation; so these tests cover the CUDA path's index decomposition, sampling and scatter
 without a GPU. Every test compares the harness with the pure-PyTorch core (an independent implementation), forward

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-import ops_dcnv3.modules.dcnv3 as dcnv3_module
+import ops_dcnv3.functions.dcnv3_func as dcnv3_func
 from ops_dcnv3.functions import extension_available
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
 
@@ -58,8 +58,8 @@ def test_dcnv3_matches_dcnv3_pytorch(kwargs):
 
 
 def test_falls_back_to_pytorch_core_with_one_warning(monkeypatch):
-    monkeypatch.setattr(dcnv3_module, 'extension_available', lambda: False)
-    monkeypatch.setattr(dcnv3_module, '_fallback_warned', False)
+    monkeypatch.setattr(dcnv3_func.EXTENSION, 'load', lambda: None)
+    monkeypatch.setattr(dcnv3_func.EXTENSION, 'fallback_warned', False)
     module = randomised(DCNv3(channels=32, group=2))
     reference = DCNv3_pytorch(channels=32, group=2)
     reference.load_state_dict(module.state_dict())

@@ -1,6 +1,6 @@
 """The CUDA kernels' per-thread bodies, run on the host by ops_dcnv4._C's harness, against the PyTorch reference.
 
-The harness (src/cpu/dcnv4_cuda_bodies_host.cpp) calls the same functions the CUDA kernels call
+The harness (src/host/dcnv4_cuda_bodies_host.cpp) calls the same functions the CUDA kernels call
 (src/common/dcnv4_cuda_bodies.h) for every thread index, with std::atomic_ref standing in for atomicAdd; so these
 tests cover the CUDA path's index decomposition, packed-layout addressing, sampling and scatter without a GPU. Test
 names contain `cuda`, so `pytest -k cuda` selects them with the real CUDA tests.

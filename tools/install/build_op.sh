@@ -2,9 +2,8 @@
 # Build a compiled op package's extension (PACKAGE._C: ops_dcnv3, ops_dcnv4, ops_roialign) in place, through a
 # cache outside the repository.
 #
-# The cache key covers everything the binary depends on: the package's sources and setup.py, those of the packages
-# it shares sources with (ops_dcnv4 compiles ops_dcnv3's sampling math, CPU vector loops and make_extensions), the
-# torch version it compiles against, the CUDA compiler, and <OP>_FORCE_CPU (DCNV3_FORCE_CPU, DCNV4_FORCE_CPU) /
+# The cache key covers everything the binary depends on: the package's sources and setup.py, the foundation every
+# op builds on (ops_common/src and ops_common/build.py), those of any SHARED_PACKAGE named, the torch version it compiles against, the CUDA compiler, and <OP>_FORCE_CPU (DCNV3_FORCE_CPU, DCNV4_FORCE_CPU) /
 # TORCH_CUDA_ARCH_LIST. A fresh clone on the same machine (CI) reuses the binary instead of compiling the CUDA
 # kernels again.
 #
@@ -21,8 +20,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE_ROOT=${INTERNIMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/internimage-det}
 OP=${PACKAGE#ops_}                                   # dcnv3, dcnv4, roialign
 FORCE_CPU_VAR=$(echo "$OP" | tr '[:lower:]' '[:upper:]')_FORCE_CPU
-source_dirs=(src)
-setup_files=(setup.py)
+source_dirs=(src ../ops_common/src)
+setup_files=(setup.py ../ops_common/build.py)
 for shared in "$@"; do
     source_dirs+=("../$shared/src")
     setup_files+=("../$shared/setup.py")

@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cxx=${1:-${CXX:-g++}}
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-       -Wall -Wextra -Werror -Iops_dcnv3/src -Iops_dcnv4/src)
-sources=(tools/kernel_check/cuda_bodies_check.cpp ops_dcnv3/src/common/*.h ops_dcnv4/src/common/*.h
-         ops_dcnv4/src/dcnv4_geometry.h)
+       -Wall -Wextra -Werror -Iops_common/src -Iops_dcnv3/src -Iops_dcnv4/src)
+sources=(tools/kernel_check/cuda_bodies_check.cpp ops_common/src/dcn_math.h ops_dcnv3/src/common/*.h
+         ops_dcnv4/src/common/*.h ops_dcnv4/src/dcnv4_geometry.h)
 key=$( { "$cxx" --version | head -1; echo "${flags[*]}"; cat "${sources[@]}"; } | sha256sum | cut -c1-16)
 out=build/kernel_check/$key/cuda_bodies_check
 if [ ! -x "$out" ]; then

@@ -186,7 +186,7 @@ void run_dcnv4(const dcnv4::Geometry& geo, const std::string& dir, bool last_ima
   grad_output.read(dir + "/grad_output.bin");
   output.fill(T(NAN));
   grad_offset_mask.fill(T(NAN));  // the padding channels are left NaN here; the test compares the used ones
-  const auto atomic_add = [](T* address, T value) { dcnv3::host_atomic_add(address, value); };
+  const auto atomic_add = [](T* address, T value) { dcn::host_atomic_add(address, value); };
   for_threads(output.total, geo.batch, last_image, [&](int64_t element) {
     dcnv4::cuda_bodies::forward_element<T, T>(geo, input.data, offset_mask.data, output.data, element);
   });

@@ -89,6 +89,14 @@ class CBInternImage(nn.Module):
                     linears.append(nn.Identity() if j == 0 else nn.Conv2d(widths[i + j], widths[i], 1))
             self.cb_linears.append(linears)
 
+    @property
+    def core_op(self) -> str:
+        return self.cb_modules[0].core_op
+
+    def core_flops(self, height: int, width: int) -> int:
+        """Every composite backbone runs the full DCN stack (InternImage.core_flops each)."""
+        return sum(module.core_flops(height, width) for module in self.cb_modules)
+
     def init_weights(self) -> None:
         # Only the copies are (re)initialised; cb_linears keep PyTorch's default init, as upstream.
         for cb_module in self.cb_modules:

@@ -45,7 +45,7 @@ class ChannelsLastDCNv4(DCNv4):
     def __init__(self, channels: int = 64, kernel_size: int = 3, stride: int = 1, pad: int = 1, dilation: int = 1,
                  group: int = 4, offset_scale: float = 1.0, dw_kernel_size: int | None = None,
                  output_bias: bool = True, act_layer: str = 'GELU', norm_layer: str = 'LN',
-                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False):
+                 center_feature_scale: bool = False):
         super().__init__(channels=channels, kernel_size=kernel_size, stride=stride, pad=pad, dilation=dilation,
                          group=group, offset_scale=offset_scale, dw_kernel_size=dw_kernel_size,
                          output_bias=output_bias)
@@ -76,3 +76,8 @@ class FlashInternImage(InternImage):
             raise TypeError("FlashInternImage got an unexpected keyword argument 'use_dcn_v4_op'")
         super().__init__(core_op=core_op, offset_scale=offset_scale, mlp_fc2_bias=bool(mlp_fc2_bias),
                          dcn_output_bias=bool(dcn_output_bias), **kwargs)
+
+    def _block_options(self, kwargs: dict) -> dict:
+        """The bias switches of the MLP's fc2 and of DCNv4's output projection (``output_bias``)."""
+        return dict(mlp_fc2_bias=kwargs.pop('mlp_fc2_bias'),
+                    core_kwargs=dict(output_bias=kwargs.pop('dcn_output_bias')))

@@ -21,7 +21,10 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from ops_dcnv3.modules import DCNv3, DCNv3_pytorch, build_act_layer, build_norm_layer
+from ops_common.flops import dcn_core_flops
+from ops_common.modules import build_act_layer, build_norm_layer
+from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
+from ops_dcnv4.modules import DCNv3OnDCNv4
 
 # Hyper-parameters of the released detection backbones (docs/checkpoints.md, "Backbone variants"). All use
 # mlp_ratio 4.0, LN, GELU, kernel 3 and linear drop-path; `drop_path_rate` is the value of the 1x configs (XL uses
@@ -142,8 +145,7 @@ class InternImageLayer(nn.Module):
                  drop_path: float = 0., act_layer: str = 'GELU', norm_layer: str = 'LN',
                  post_norm: bool = False, layer_scale: float | None = None, offset_scale: float = 1.0,
                  with_cp: bool = False, dw_kernel_size: int | None = None, res_post_norm: bool = False,
-                 center_feature_scale: bool = False, use_dcn_v4_op: bool = False, mlp_fc2_bias: bool = True,
-                 dcn_output_bias: bool | None = None):
+                 center_feature_scale: bool = False, mlp_fc2_bias: bool = True, core_kwargs: dict | None = None):
         super().__init__()
         self.channels = channels
         self.groups = groups
@@ -158,12 +160,10 @@ class InternImageLayer(nn.Module):
 
         # The block's own norms are LayerNorms whatever `norm_layer` says (it only reaches the convolutions).
         self.norm1 = build_norm_layer(channels, 'LN')
-        # dcn_output_bias is FlashInternImage's switch (DCNv4's output_bias); DCNv3's output_proj always has one.
-        output_bias = {} if dcn_output_bias is None else {'output_bias': dcn_output_bias}
         self.dcn = core_op(
             channels=channels, kernel_size=3, stride=1, pad=1, dilation=1, group=groups, offset_scale=offset_scale,
             act_layer=act_layer, norm_layer=norm_layer, dw_kernel_size=dw_kernel_size,
-            center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op, **output_bias)
+            center_feature_scale=center_feature_scale, **(core_kwargs or {}))
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = build_norm_layer(channels, 'LN')
         self.mlp = MLPLayer(channels, int(channels * mlp_ratio), act_layer=act_layer, drop=drop,
@@ -210,8 +210,8 @@ class InternImageBlock(nn.Module):
                  act_layer: str = 'GELU', norm_layer: str = 'LN', post_norm: bool = False,
                  offset_scale: float = 1.0, layer_scale: float | None = None, with_cp: bool = False,
                  dw_kernel_size: int | None = None, post_norm_block_ids: Sequence[int] | None = None,
-                 res_post_norm: bool = False, center_feature_scale: bool = False, use_dcn_v4_op: bool = False,
-                 mlp_fc2_bias: bool = True, dcn_output_bias: bool | None = None):
+                 res_post_norm: bool = False, center_feature_scale: bool = False,
+                 mlp_fc2_bias: bool = True, core_kwargs: dict | None = None):
         super().__init__()
         self.channels = channels
         self.depth = depth
@@ -223,8 +223,8 @@ class InternImageBlock(nn.Module):
                 core_op=core_op, channels=channels, groups=groups, mlp_ratio=mlp_ratio, drop=drop,
                 drop_path=rates[i], act_layer=act_layer, norm_layer=norm_layer, post_norm=post_norm,
                 layer_scale=layer_scale, offset_scale=offset_scale, with_cp=with_cp, dw_kernel_size=dw_kernel_size,
-                res_post_norm=res_post_norm, center_feature_scale=center_feature_scale, use_dcn_v4_op=use_dcn_v4_op,
-                mlp_fc2_bias=mlp_fc2_bias, dcn_output_bias=dcn_output_bias)
+                res_post_norm=res_post_norm, center_feature_scale=center_feature_scale,
+                mlp_fc2_bias=mlp_fc2_bias, core_kwargs=core_kwargs)
             for i in range(depth)])
         if not post_norm or center_feature_scale:
             self.norm = build_norm_layer(channels, 'LN')
@@ -263,8 +263,7 @@ class InternImage(nn.Module):
     Differences from upstream: unknown keyword arguments are an error (the classification-only ones upstream's
     configs pass are accepted with a warning); ``core_op='DCNv3_pytorch'`` works; ``frozen_stages >= 0`` also
     freezes the stem; ``train()`` returns ``self``; construction works on the meta device.
-    ``mlp_fc2_bias`` and ``dcn_output_bias`` exist for FlashInternImage (the subclass in flash_intern_image.py,
-    which swaps ``core_ops``); InternImage's own configs leave them at their defaults.
+    Subclasses swap ``core_ops`` and add block options (``_block_options``: FlashInternImage's bias switches).
     """
 
     core_ops: dict[str, type[nn.Module]] = CORE_OPS
@@ -293,20 +292,16 @@ class InternImage(nn.Module):
                  res_post_norm: bool = False,
                  center_feature_scale: bool = False,
                  use_dcn_v4_op: bool = False,
-                 mlp_fc2_bias: bool = True,
-                 dcn_output_bias: bool | None = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  init_cfg: dict | None = None,
                  **kwargs):
         super().__init__()
+        block_options = self._block_options(kwargs)
         self._check_kwargs(kwargs)
         depths, groups = list(depths), list(groups)
         self._check_args(core_op, channels, depths, groups, drop_path_type, act_layer, norm_layer, out_indices,
                          frozen_stages, level2_post_norm, level2_post_norm_block_ids, init_cfg)
-        if dcn_output_bias is not None and self.core_ops is CORE_OPS:
-            raise ValueError(f'InternImage: dcn_output_bias={dcn_output_bias!r} is a FlashInternImage (DCNv4) '
-                             "argument; DCNv3's output_proj always has a bias")
         self.core_op = core_op
         self.num_levels = len(depths)
         self.depths = depths
@@ -320,7 +315,8 @@ class InternImage(nn.Module):
         self.level2_post_norm_block_ids = level2_post_norm_block_ids
         self.num_layers = len(depths)
         self.with_cp = with_cp
-        core_cls = self.core_ops[core_op]
+        core_cls = self._core_class(core_op, use_dcn_v4_op)
+        self.core_cls = core_cls
 
         self.patch_embed = StemLayer(in_chans=3, out_chans=channels, act_layer=act_layer, norm_layer=norm_layer)
         self.pos_drop = nn.Dropout(p=drop_rate)
@@ -337,10 +333,15 @@ class InternImage(nn.Module):
                 post_norm=post_norm, offset_scale=offset_scale, layer_scale=layer_scale, with_cp=with_cp,
                 dw_kernel_size=dw_kernel_size, post_norm_block_ids=post_norm_block_ids,
                 res_post_norm=res_post_norm, center_feature_scale=center_feature_scale,
-                use_dcn_v4_op=use_dcn_v4_op, mlp_fc2_bias=mlp_fc2_bias, dcn_output_bias=dcn_output_bias))
+                **block_options))
 
         self._init_parameters()
         self._freeze_stages()
+
+    def core_flops(self, height: int, width: int) -> int:
+        """FLOPs of the DCN cores for a (3, height, width) input, which generic counters cannot see
+        (:func:`ops_common.flops.dcn_core_flops`, the original's formula; get_flops.py adds it)."""
+        return dcn_core_flops(self.depths, self.channels, height, width)
 
     @classmethod
     def from_variant(cls, name: str, **overrides) -> InternImage:
@@ -348,6 +349,22 @@ class InternImage(nn.Module):
         if name not in cls.variants:
             raise ValueError(f'{cls.__name__}: variant must be one of {list(cls.variants)}, got {name!r}')
         return cls(**{**cls.variants[name], **overrides})
+
+    def _block_options(self, kwargs: dict) -> dict:
+        """Options of every block that a subclass takes among its keyword arguments (popped from ``kwargs``):
+        none for InternImage (an MLP fc2 with bias; the core op's own defaults)."""
+        return dict(mlp_fc2_bias=True, core_kwargs={})
+
+    def _core_class(self, core_op: str, use_dcn_v4_op: bool) -> type[nn.Module]:
+        """The blocks' core op, chosen once: ``use_dcn_v4_op`` turns DCNv3 into DCNv3 sampled by the DCNv4 operator
+        (ops_dcnv4.DCNv3OnDCNv4, same parameters and keys); DCNv3_pytorch ignores it (warned)."""
+        core_cls = self.core_ops[core_op]
+        if use_dcn_v4_op:
+            if core_cls is DCNv3:
+                return DCNv3OnDCNv4
+            warnings.warn(f'use_dcn_v4_op=True: {core_op} always runs the pure-PyTorch DCNv3 core; use '
+                          "core_op='DCNv3' to route the sampling through the DCNv4 operator", stacklevel=3)
+        return core_cls
 
     # -- argument checking -------------------------------------------------------------------------------------
 
@@ -402,7 +419,7 @@ class InternImage(nn.Module):
     def _init_parameters(self) -> None:
         """Construction-time init: Linear trunc-normal, LayerNorm 1/0, then the core op's reset (zero offsets/masks)."""
         self.apply(_init_linear_and_layernorm)
-        core_classes = tuple(self.core_ops.values())
+        core_classes = (*self.core_ops.values(), self.core_cls)
         for module in self.modules():
             if isinstance(module, core_classes):
                 module._reset_parameters()

@@ -1,6 +1,6 @@
 // Per-thread bodies of the DCNv3 CUDA kernels, as host-and-device functions.
 //
-// src/cuda/dcnv3_cuda.cu wraps each body in a thin grid-stride __global__ kernel; src/cpu/dcnv3_cuda_bodies_host.cpp
+// src/cuda/dcnv3_cuda.cu wraps each body in a thin grid-stride __global__ kernel; src/host/dcnv3_cuda_bodies_host.cpp
 // compiles the very same bodies for the host and runs them over every thread index (the "host harness" the tests
 // call through ops_dcnv3._C.cuda_bodies_*_host), with a host atomic add standing in for atomicAdd. So the index
 // decomposition, the sampling and the scatter of the CUDA path are tested on machines without a GPU; only the launch
@@ -18,15 +18,17 @@
 //   backward, softmax      (mask_softmax only) one thread per (output pixel, group): turns its points' weight
 //                          gradients into logit gradients in place, after the offset/mask kernel.
 // With mask_softmax every thread that needs a point's weight computes its (pixel, group)'s softmax itself from the
-// logits (MaskWeights of dcnv3_math.h): a few exponentials per thread instead of a pass over memory.
+// logits (MaskWeights of dcn_math.h): a few exponentials per thread instead of a pass over memory.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
 
-#include "dcnv3_math.h"
+#include "dcn_math.h"
 
 namespace dcnv3 {
+
+using namespace dcn;  // the sampling math (ops_common/src/dcn_math.h)
 
 // Widest vector access of the kernels, in bytes.
 constexpr int kMaxPackBytes = 16;
@@ -76,7 +78,7 @@ struct PixelGroup {
   int64_t pixel;  // (n * H_out + h_out) * W_out + w_out
 };
 
-DCNV3_HOST_DEVICE PixelGroup decompose_pixel_group(const Geometry& geo, int64_t pixel_group) {
+DCN_HOST_DEVICE PixelGroup decompose_pixel_group(const Geometry& geo, int64_t pixel_group) {
   PixelGroup at;
   at.g = static_cast<int>(pixel_group % geo.group);
   at.pixel = pixel_group / geo.group;
@@ -88,7 +90,7 @@ DCNV3_HOST_DEVICE PixelGroup decompose_pixel_group(const Geometry& geo, int64_t 
 
 // Corners of kernel point k of a (pixel, group); offset_pg/mask_pg point at the pair/weight of its point 0.
 template <typename acc_t, typename scalar_t>
-DCNV3_HOST_DEVICE Corners<acc_t> point_corners(const Geometry& geo, const PixelGroup& at, int k,
+DCN_HOST_DEVICE Corners<acc_t> point_corners(const Geometry& geo, const PixelGroup& at, int k,
                                                const scalar_t* offset_pg) {
   acc_t centre_y, centre_x, disp_y, disp_x, loc_y, loc_x;
   grid_centre(geo, at.h_out, at.w_out, centre_y, centre_x);
@@ -99,23 +101,23 @@ DCNV3_HOST_DEVICE Corners<acc_t> point_corners(const Geometry& geo, const PixelG
 }
 
 template <int N, typename acc_t, typename scalar_t>
-DCNV3_HOST_DEVICE void load_pack(const scalar_t* source, acc_t (&values)[N]) {
+DCN_HOST_DEVICE void load_pack(const scalar_t* source, acc_t (&values)[N]) {
   const Pack<scalar_t, N> pack = *reinterpret_cast<const Pack<scalar_t, N>*>(source);
-DCNV3_UNROLL
+DCN_UNROLL
   for (int i = 0; i < N; ++i) values[i] = static_cast<acc_t>(pack.value[i]);
 }
 
 template <int N, typename acc_t, typename scalar_t>
-DCNV3_HOST_DEVICE void store_pack(scalar_t* target, const acc_t (&values)[N]) {
+DCN_HOST_DEVICE void store_pack(scalar_t* target, const acc_t (&values)[N]) {
   Pack<scalar_t, N> pack;
-DCNV3_UNROLL
+DCN_UNROLL
   for (int i = 0; i < N; ++i) pack.value[i] = static_cast<scalar_t>(values[i]);
   *reinterpret_cast<Pack<scalar_t, N>*>(target) = pack;
 }
 
 // atomicAdd on the device; on the host (the harness) an atomic read-modify-write of the same element.
 template <typename T>
-DCNV3_HOST_DEVICE void atomic_add(T* address, T value) {
+DCN_HOST_DEVICE void atomic_add(T* address, T value) {
 #ifdef __CUDA_ARCH__
   atomicAdd(address, value);
 #else
@@ -125,7 +127,7 @@ DCNV3_HOST_DEVICE void atomic_add(T* address, T value) {
 
 // Forward of thread `thread` < forward_threads(geo, PACK): output channels [c0, c0 + PACK) of one (pixel, group).
 template <int PACK, typename scalar_t, typename acc_t>
-DCNV3_HOST_DEVICE void forward_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ input,
+DCN_HOST_DEVICE void forward_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ input,
                                       const scalar_t* __restrict__ offset, const scalar_t* __restrict__ mask,
                                       scalar_t* __restrict__ output) {
   const int gc = geo.group_channels, channels = geo.channels(), points = geo.points();
@@ -138,19 +140,19 @@ DCNV3_HOST_DEVICE void forward_thread(const Geometry& geo, int64_t thread, const
   const scalar_t* input_c = input + at.n * geo.height_in * geo.width_in * channels + at.g * gc + c0;
   const MaskWeights<acc_t> weights(mask_pg, points, geo.mask_softmax);
   acc_t sum[PACK];
-DCNV3_UNROLL
+DCN_UNROLL
   for (int i = 0; i < PACK; ++i) sum[i] = acc_t(0);
   for (int k = 0; k < points; ++k) {
     const Corners<acc_t> corners = point_corners<acc_t>(geo, at, k, offset_pg);
     if (!corners.inside) continue;
     const acc_t m = weights(mask_pg, k);
-DCNV3_UNROLL
+DCN_UNROLL
     for (int q = 0; q < 4; ++q) {
       if (!corners.valid[q]) continue;
       acc_t values[PACK];
       load_pack<PACK>(input_c + corners.pixel[q] * channels, values);
       const acc_t weight = m * corners.weight[q];
-DCNV3_UNROLL
+DCN_UNROLL
       for (int i = 0; i < PACK; ++i) sum[i] += weight * values[i];
     }
   }
@@ -160,7 +162,7 @@ DCNV3_UNROLL
 // Input gradient of thread `thread` < backward_input_threads(geo): channel c of one (pixel, group) scatters
 // mask * bilinear weight * grad_out into the four corners of each kernel point (grad_input in opmath precision).
 template <typename scalar_t, typename acc_t>
-DCNV3_HOST_DEVICE void backward_input_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ offset,
+DCN_HOST_DEVICE void backward_input_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ offset,
                                              const scalar_t* __restrict__ mask,
                                              const scalar_t* __restrict__ grad_output, acc_t* grad_input) {
   const int gc = geo.group_channels, channels = geo.channels(), points = geo.points();
@@ -177,7 +179,7 @@ DCNV3_HOST_DEVICE void backward_input_thread(const Geometry& geo, int64_t thread
     const Corners<acc_t> corners = point_corners<acc_t>(geo, at, k, offset_pg);
     if (!corners.inside) continue;
     const acc_t scaled = weights(mask_pg, k) * grad_out;
-DCNV3_UNROLL
+DCN_UNROLL
     for (int q = 0; q < 4; ++q) {
       if (corners.valid[q]) atomic_add(grad_input_c + corners.pixel[q] * channels, scaled * corners.weight[q]);
     }
@@ -187,7 +189,7 @@ DCNV3_UNROLL
 // Offset and mask gradients of thread `thread` < backward_offset_mask_threads(geo): kernel point k of one
 // (pixel, group); the sum over the group's channels runs in PACK-wide loads.
 template <int PACK, typename scalar_t, typename acc_t>
-DCNV3_HOST_DEVICE void backward_offset_mask_thread(const Geometry& geo, int64_t thread,
+DCN_HOST_DEVICE void backward_offset_mask_thread(const Geometry& geo, int64_t thread,
                                                    const scalar_t* __restrict__ input,
                                                    const scalar_t* __restrict__ offset,
                                                    const scalar_t* __restrict__ mask,
@@ -208,12 +210,12 @@ DCNV3_HOST_DEVICE void backward_offset_mask_thread(const Geometry& geo, int64_t 
     for (int c = 0; c < gc; c += PACK) {
       acc_t grad_out[PACK];
       load_pack<PACK>(grad_out_g + c, grad_out);
-DCNV3_UNROLL
+DCN_UNROLL
       for (int q = 0; q < 4; ++q) {
         if (!corners.valid[q]) continue;
         acc_t values[PACK];
         load_pack<PACK>(input_g + corners.pixel[q] * channels + c, values);
-DCNV3_UNROLL
+DCN_UNROLL
         for (int i = 0; i < PACK; ++i) dot[q] += grad_out[i] * values[i];
       }
     }
@@ -228,7 +230,7 @@ DCNV3_UNROLL
 // Softmax backward of thread `thread` < backward_softmax_threads(geo), run after backward_offset_mask_thread when
 // geo.mask_softmax: the points of (pixel, group) `thread` hold d loss / d weight and get d loss / d logit.
 template <typename scalar_t, typename acc_t>
-DCNV3_HOST_DEVICE void backward_softmax_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ mask,
+DCN_HOST_DEVICE void backward_softmax_thread(const Geometry& geo, int64_t thread, const scalar_t* __restrict__ mask,
                                                scalar_t* __restrict__ grad_mask) {
   const int points = geo.points();
   const scalar_t* mask_pg = mask + thread * points;

@@ -1,7 +1,7 @@
 // Per-thread bodies of the DCNv4 CUDA kernels, as host-and-device functions: dcnv4_cuda.cu wraps each in a thin
-// __global__ grid-stride loop, and cpu/dcnv4_cuda_bodies_host.cpp runs the very same bodies on the CPU over every thread
+// __global__ grid-stride loop, and host/dcnv4_cuda_bodies_host.cpp runs the very same bodies on the CPU over every thread
 // index (with a host atomic add for atomicAdd), so the CPU test suite covers the CUDA code paths except the launch.
-// The sampling math is DCNv3's (ops_dcnv3/src/common/dcnv3_math.h).
+// The sampling math is the operators' shared one (ops_common/src/dcn_math.h).
 #pragma once
 
 #include <cstdint>
@@ -11,18 +11,18 @@
 namespace dcnv4 {
 namespace cuda_bodies {
 
-using dcnv3::bilinear_corners;
-using dcnv3::Corners;
-using dcnv3::grid_centre;
-using dcnv3::point_displacement;
-using dcnv3::sample_channel;
-using dcnv3::sample_gradients;
-using dcnv3::sampling_location;
+using dcn::bilinear_corners;
+using dcn::Corners;
+using dcn::grid_centre;
+using dcn::point_displacement;
+using dcn::sample_channel;
+using dcn::sample_gradients;
+using dcn::sampling_location;
 
 // Forward, one thread per output element `element` = ((n * H_out + h_out) * W_out + w_out) * C + g * D + d:
 // neighbouring threads read neighbouring channels of the same sampling locations.
 template <typename scalar_t, typename acc_t>
-DCNV3_HOST_DEVICE void forward_element(const Geometry& geo, const scalar_t* input, const scalar_t* offset_mask,
+DCN_HOST_DEVICE void forward_element(const Geometry& geo, const scalar_t* input, const scalar_t* offset_mask,
                                        scalar_t* output, int64_t element) {
   const int gc = geo.group_channels, channels = geo.channels(), points = geo.kernel_points();
   const int c = static_cast<int>(element % gc);
@@ -56,7 +56,7 @@ DCNV3_HOST_DEVICE void forward_element(const Geometry& geo, const scalar_t* inpu
 // gradients and its mask gradient (sums over the group's channels, no reduction across threads) and scatters the
 // input gradient through atomic_add(address, value) into an opmath buffer (grad_input, layout of the input).
 template <typename scalar_t, typename acc_t, typename AtomicAdd>
-DCNV3_HOST_DEVICE void backward_point(const Geometry& geo, const scalar_t* input, const scalar_t* offset_mask,
+DCN_HOST_DEVICE void backward_point(const Geometry& geo, const scalar_t* input, const scalar_t* offset_mask,
                                       const scalar_t* grad_output, acc_t* grad_input, scalar_t* grad_offset_mask,
                                       int64_t point, const AtomicAdd& atomic_add) {
   const int gc = geo.group_channels, channels = geo.channels(), points = geo.kernel_points();
@@ -83,7 +83,7 @@ DCNV3_HOST_DEVICE void backward_point(const Geometry& geo, const scalar_t* input
     const scalar_t* grad_out_g = grad_output + index * channels + g * gc;
     for (int c = 0; c < gc; ++c) {
       const acc_t go = static_cast<acc_t>(grad_out_g[c]);
-      DCNV3_UNROLL
+      DCN_UNROLL
       for (int q = 0; q < 4; ++q) {
         if (!corners.valid[q]) continue;
         const int64_t at = base + corners.pixel[q] * channels + c;

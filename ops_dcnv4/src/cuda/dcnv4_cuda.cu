@@ -1,5 +1,5 @@
 // DCNv4 CUDA kernel: thin __global__ grid-stride loops over the per-thread bodies in common/dcnv4_cuda_bodies.h (the same
-// bodies the CPU harness runs in the test suite); the sampling math is common/dcnv3_math.h, as for the CPU kernel.
+// bodies the CPU harness runs in the test suite); the sampling math is ops_common/src/dcn_math.h, as for the CPU kernel.
 //
 // forward:  one thread per output element (pixel, group, channel).
 // backward: one thread per (pixel, group, point): it owns that point's offset and mask gradients and scatters the

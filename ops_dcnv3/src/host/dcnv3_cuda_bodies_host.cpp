@@ -1,6 +1,6 @@
 // Host harness of the CUDA kernel bodies (common/dcnv3_cuda_bodies.h): the per-thread functions the CUDA kernels
 // run, compiled for the host and called for every thread index of the launch, with the same pack choice, opmath
-// accumulation and grad_input buffer as the launchers in cuda/dcnv3_cuda.cu. dcnv3::host_atomic_add stands in
+// accumulation and grad_input buffer as the launchers in cuda/dcnv3_cuda.cu. dcn::host_atomic_add stands in
 // for atomicAdd, and threads run concurrently (at::parallel_for), so the scatter is exercised as a real race.
 // Test-only: the CPU kernel (dcnv3_cpu.cpp) is the fast path on the CPU.
 #include <ATen/Dispatch.h>

@@ -1,5 +1,5 @@
-// Run-time choices shared by the operators' CPU kernels (DCNv3 here, DCNv4 in ops_dcnv4): which instruction-set
-// build of the kernel loops runs, and which group_channels specialisation.
+// Run-time choices of the operators' CPU kernels: which instruction-set build of the kernel loops runs, and which
+// group_channels specialisation.
 #pragma once
 
 #include <cstdlib>
@@ -7,15 +7,15 @@
 #include <type_traits>
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define DCNV3_HAVE_AVX2_BUILD 1  // the kernels are also built with target("avx2,fma")
+#define DCN_HAVE_AVX2_BUILD 1  // the kernels are also built with target("avx2,fma")
 #endif
 
-namespace dcnv3 {
+namespace dcn {
 
 // Whether the AVX2 build runs: the CPU has AVX2 and FMA, and the environment variable `force_variable` is not
 // "baseline" (tests compare both builds of the kernels).
 inline bool use_avx2(const char* force_variable) {
-#ifdef DCNV3_HAVE_AVX2_BUILD
+#ifdef DCN_HAVE_AVX2_BUILD
   const char* forced = std::getenv(force_variable);
   if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -36,4 +36,4 @@ void dispatch_group_channels(int group_channels, Fn&& fn) {
   }
 }
 
-}  // namespace dcnv3
+}  // namespace dcn

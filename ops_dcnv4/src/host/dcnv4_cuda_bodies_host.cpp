@@ -1,5 +1,5 @@
 // Host harness of the CUDA kernels' per-thread bodies (common/dcnv4_cuda_bodies.h): every thread index of the CUDA
-// launch is run here, in parallel, with dcnv3::host_atomic_add standing in for atomicAdd. The outputs must
+// launch is run here, in parallel, with dcn::host_atomic_add standing in for atomicAdd. The outputs must
 // equal the reference's (tests/ops_dcnv4, tests named *cuda*): what the CUDA kernel computes, short of its launch.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -17,7 +17,7 @@ namespace {
 struct HostAtomicAdd {
   template <typename T>
   void operator()(T* address, T value) const {
-    dcnv3::host_atomic_add(address, value);
+    dcn::host_atomic_add(address, value);
   }
 };
 

@@ -1,14 +1,21 @@
-// DCNv3 CPU kernel bodies. Included more than once by dcnv3_cpu.cpp, each time with another DCNV3_CPU_NS and
-// DCNV3_CPU_TARGET (an instruction-set target attribute), so one binary carries a baseline and an AVX2 build of the
-// same loops and picks one at run time. No include guard on purpose.
+// The DCN operators' CPU kernel bodies, written once over the offset/mask layout (DCNv3's separate offset and mask
+// tensors, DCNv4's packed offset_mask: see Layout below). Included more than once by dcn_cpu.h, each time with
+// another DCN_CPU_NS and DCN_CPU_TARGET (an instruction-set target attribute), so one binary carries a baseline and
+// an AVX2 build of the same loops and picks one at run time. No include guard on purpose.
 //
-// Layout: channels-last; a group's group_channels (gc) channels are contiguous, so the inner loops run over gc
+// A Layout (ops_dcnv3/src/cpu/dcnv3_cpu.cpp, ops_dcnv4/src/cpu/dcnv4_cpu.cpp) has: `geo` (a dcn::Geometry),
+// `points` (kernel points per group), `remove_center`, and pointers of output pixel `index`, group g:
+// offsets(index, g) (2 * points values, x then y of each point), mask(index, g), grad_offsets(index, g) and
+// grad_mask(index, g). With geo.mask_softmax a pixel's groups' mask values must be contiguous (mask(index, 0)).
+//
+// Data: channels-last; a group's group_channels (gc) channels are contiguous, so the inner loops run over gc
 // with unit stride: for float/double with gc = 8/16/32 as whole SIMD registers held in variables (GCC/Clang vector
 // extensions), otherwise as `omp simd` loops. Each kernel point's location and corner weights are computed once
-// per (output pixel, group) by the shared math in common/dcnv3_math.h. Corners outside the image read a row of
-// zeros (and, in the backward, write to a discarded row) instead of branching.
+// per (output pixel, group) by the shared math in dcn_math.h. Corners outside the image read a row of zeros (and, in
+// the backward, write to a discarded row) instead of branching: a NaN or infinite mask value of a point outside the
+// image then gives NaN, as in the PyTorch reference (0 * mask), and the tap count stays 4K.
 
-namespace DCNV3_CPU_NS {
+namespace DCN_CPU_NS {
 
 // Per-call scratch of one task.
 template <typename scalar_t, typename acc_t>
@@ -22,19 +29,18 @@ struct Scratch {
   std::vector<acc_t> point_grad;         // backward: the mask gradient of each kernel point of a (pixel, group)
   std::vector<acc_t> weight;             // mask_softmax: the softmaxed weights of a pixel's (all groups') points
 
-  Scratch(const Geometry& geo, int gc)
-      : disp_y(geo.points()), disp_x(geo.points()), tap_src(4 * geo.points()), tap_weight(4 * geo.points()),
-        zero_row(gc, scalar_t(0)), sink_row(gc), acc(2 * gc), point_grad(geo.points()),
-        weight(static_cast<size_t>(geo.group) * geo.points()) {
-    for (int k = 0; k < geo.points(); ++k) point_displacement(geo, k, disp_y[k], disp_x[k]);
+  Scratch(const Geometry& geo, int points, bool remove_center, int gc)
+      : disp_y(points), disp_x(points), tap_src(4 * points), tap_weight(4 * points), zero_row(gc, scalar_t(0)),
+        sink_row(gc), acc(2 * gc), point_grad(points), weight(static_cast<size_t>(geo.group) * points) {
+    for (int k = 0; k < points; ++k) point_displacement(geo, k, remove_center, disp_y[k], disp_x[k]);
   }
 };
 
-// A native SIMD register of T (GCC/Clang vector extension): DCNV3_CPU_VECTOR_BYTES wide.
+// A native SIMD register of T (GCC/Clang vector extension): DCN_CPU_VECTOR_BYTES wide.
 template <typename T>
 struct Simd {
-  typedef T type __attribute__((vector_size(DCNV3_CPU_VECTOR_BYTES)));
-  static constexpr int lanes = DCNV3_CPU_VECTOR_BYTES / sizeof(T);
+  typedef T type __attribute__((vector_size(DCN_CPU_VECTOR_BYTES)));
+  static constexpr int lanes = DCN_CPU_VECTOR_BYTES / sizeof(T);
 };
 
 // Whether group_channels GC is handled by whole registers kept in variables (float/double, GC a lane multiple).
@@ -46,7 +52,7 @@ constexpr bool registers_path() {
 // Sum of one (pixel, group)'s taps: out[c] = sum_t weight[t] * src[t][c], taps even. Two accumulators, fed
 // alternately, halve the dependency chain of the multiply-adds.
 template <typename scalar_t, typename acc_t, int GC>
-DCNV3_CPU_TARGET inline void accumulate_taps(const scalar_t* const* src, const acc_t* weight, int taps, int gc,
+DCN_CPU_TARGET inline void accumulate_taps(const scalar_t* const* src, const acc_t* weight, int taps, int gc,
                                              acc_t* acc0, acc_t* acc1, scalar_t* out) {
   if constexpr (registers_path<scalar_t, acc_t, GC>()) {
     using V = typename Simd<acc_t>::type;
@@ -86,7 +92,7 @@ DCNV3_CPU_TARGET inline void accumulate_taps(const scalar_t* const* src, const a
 
 // Backward of one corner: returns grad_out . src and adds w * grad_out to dst.
 template <typename scalar_t, typename acc_t, int GC>
-DCNV3_CPU_TARGET inline acc_t corner_backward(const acc_t* grad_out, const scalar_t* src, acc_t* dst, acc_t w,
+DCN_CPU_TARGET inline acc_t corner_backward(const acc_t* grad_out, const scalar_t* src, acc_t* dst, acc_t w,
                                               int gc) {
   if constexpr (registers_path<scalar_t, acc_t, GC>()) {
     using V = typename Simd<acc_t>::type;
@@ -123,7 +129,7 @@ DCNV3_CPU_TARGET inline acc_t corner_backward(const acc_t* grad_out, const scala
 // far-below-max logits, -inf and NaN get about 1.6e-38 instead of going subnormal: nothing next to the softmax's
 // max term of 1. double keeps std::exp (float64 is the accuracy reference of the tests).
 template <typename T>
-DCNV3_CPU_TARGET inline __attribute__((always_inline)) T exp_nonpositive(T x) {
+DCN_CPU_TARGET inline __attribute__((always_inline)) T exp_nonpositive(T x) {
   if constexpr (std::is_same_v<T, float>) {
     constexpr int32_t kBitsOf87 = 0x42ae0000;  // 87.0f
     int32_t magnitude = __builtin_bit_cast(int32_t, x) & 0x7fffffff;
@@ -145,12 +151,10 @@ DCNV3_CPU_TARGET inline __attribute__((always_inline)) T exp_nonpositive(T x) {
   }
 }
 
-// The fused mask softmax on the CPU: weight[g * points + k] = softmax over k of logits[g * points + k], for `groups`
-// runs of `points` logits (all groups of one pixel at once, so the exponentials run as one vector loop).
 // The max-subtracted logits of a group into shifted; returns their sum, which is NaN exactly when torch.softmax's
 // output for the group would be (a NaN logit, or all logits -inf).
 template <typename scalar_t, typename acc_t>
-DCNV3_CPU_TARGET inline acc_t shift_by_max(const scalar_t* logits, int points, acc_t* shifted) {
+DCN_CPU_TARGET inline acc_t shift_by_max(const scalar_t* logits, int points, acc_t* shifted) {
   acc_t max_logit = static_cast<acc_t>(logits[0]);
   for (int k = 1; k < points; ++k) max_logit = std::max(max_logit, static_cast<acc_t>(logits[k]));
   acc_t sum = acc_t(0);
@@ -164,7 +168,7 @@ DCNV3_CPU_TARGET inline acc_t shift_by_max(const scalar_t* logits, int points, a
 // The fused mask softmax on the CPU: weight[g * points + k] = softmax over k of logits[g * points + k], for `groups`
 // runs of `points` logits (all groups of one pixel at once, so the exponentials run as one vector loop).
 template <typename scalar_t, typename acc_t>
-DCNV3_CPU_TARGET inline void softmax_points(const scalar_t* logits, int groups, int points, acc_t* weight) {
+DCN_CPU_TARGET inline void softmax_points(const scalar_t* logits, int groups, int points, acc_t* weight) {
   bool any_nan = false;
   for (int g = 0; g < groups; ++g) {
     const acc_t shifted_sum = shift_by_max(logits + g * points, points, weight + g * points);
@@ -201,14 +205,15 @@ inline int strip_width(const Geometry& geo, int64_t bytes_per_pixel) {
 
 // Forward of sample n, output rows [row_begin, row_end), all groups. Pixels are visited in strips of columns
 // (cache reuse between neighbouring windows), all groups of a pixel together (its channels are contiguous).
-template <typename scalar_t, typename acc_t, int GC>
-DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, const scalar_t* offset,
-                                   const scalar_t* mask, scalar_t* output, int64_t n, int row_begin, int row_end) {
+template <typename Layout, typename scalar_t, typename acc_t, int GC>
+DCN_CPU_TARGET void forward_rows(const Layout& layout, const scalar_t* input, scalar_t* output, int64_t n,
+                                 int row_begin, int row_end) {
+  const Geometry& geo = layout.geo;
   const int gc = GC > 0 ? GC : geo.group_channels;
-  const int groups = geo.group, points = geo.points(), channels = geo.channels(), taps = 4 * points;
+  const int groups = geo.group, points = layout.points, channels = geo.channels(), taps = 4 * points;
   const int64_t pixels_in = static_cast<int64_t>(geo.height_in) * geo.width_in;
   const acc_t scale = static_cast<acc_t>(geo.offset_scale);
-  Scratch<scalar_t, acc_t> scratch(geo, gc);
+  Scratch<scalar_t, acc_t> scratch(geo, points, layout.remove_center, gc);
   const scalar_t** tap_src = scratch.tap_src.data();
   acc_t* tap_weight = scratch.tap_weight.data();
   acc_t* acc0 = scratch.acc.data();
@@ -227,10 +232,10 @@ DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, c
         const int64_t index = (n * geo.height_out + h_out) * geo.width_out + w_out;
         acc_t centre_y, centre_x;
         grid_centre(geo, h_out, w_out, centre_y, centre_x);
-        if (geo.mask_softmax) softmax_points(mask + index * groups * points, groups, points, softmax_weight);
+        if (geo.mask_softmax) softmax_points(layout.mask(index, 0), groups, points, softmax_weight);
         for (int g = 0; g < groups; ++g) {
-          const scalar_t* offset_g = offset + (index * groups + g) * points * 2;
-          const scalar_t* mask_g = mask + (index * groups + g) * points;
+          const scalar_t* offset_g = layout.offsets(index, g);
+          const scalar_t* mask_g = layout.mask(index, g);
           const scalar_t* input_g = input_n + g * gc;
           const acc_t* softmax_g = softmax_weight + g * points;
           for (int k = 0; k < points; ++k) {
@@ -255,17 +260,16 @@ DCNV3_CPU_TARGET void forward_rows(const Geometry& geo, const scalar_t* input, c
 // Backward of one (sample n, group g) slice over output rows [row_begin, row_end). input_g and grad_input_g are the
 // slice in group-major layout ((H, W, gc) contiguous, pixel stride gc): dense, so the gathered windows share cache
 // lines (in the channels-last layout a group's pixels sit a whole pixel of channels apart, which spreads them over
-// a fraction of the cache sets). grad_input_g is accumulated into; the slice's grad_offset and grad_mask entries of
-// these rows are written. Callers make sure no two concurrent calls touch the same grad_input_g elements.
-template <typename scalar_t, typename acc_t, int GC>
-DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_g, const scalar_t* offset,
-                                     const scalar_t* mask, const scalar_t* grad_output, acc_t* grad_input_g,
-                                     scalar_t* grad_offset, scalar_t* grad_mask, int64_t n, int g, int row_begin,
-                                     int row_end) {
+// a fraction of the cache sets). grad_input_g is accumulated into; the slice's offset and mask gradients of these
+// rows are written. Callers make sure no two concurrent calls touch the same grad_input_g elements.
+template <typename Layout, typename scalar_t, typename acc_t, int GC>
+DCN_CPU_TARGET void backward_slice(const Layout& layout, const scalar_t* input_g, const scalar_t* grad_output,
+                                   acc_t* grad_input_g, int64_t n, int g, int row_begin, int row_end) {
+  const Geometry& geo = layout.geo;
   const int gc = GC > 0 ? GC : geo.group_channels;
-  const int groups = geo.group, points = geo.points(), channels = geo.channels();
+  const int points = layout.points, channels = geo.channels();
   const acc_t scale = static_cast<acc_t>(geo.offset_scale);
-  Scratch<scalar_t, acc_t> scratch(geo, gc);
+  Scratch<scalar_t, acc_t> scratch(geo, points, layout.remove_center, gc);
   acc_t fixed_grad_out[GC > 0 ? GC : 1];
   acc_t* grad_out = GC > 0 ? fixed_grad_out : scratch.acc.data();
   const acc_t* disp_y = scratch.disp_y.data();
@@ -286,15 +290,16 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
         const scalar_t* grad_out_src = grad_output + index * channels + g * gc;
 #pragma omp simd
         for (int c = 0; c < gc; ++c) grad_out[c] = static_cast<acc_t>(grad_out_src[c]);
-        const int64_t first_point = (index * groups + g) * points;
-        const scalar_t* mask_pg = mask + first_point;
+        const scalar_t* offset_pg = layout.offsets(index, g);
+        const scalar_t* mask_pg = layout.mask(index, g);
+        scalar_t* grad_offset_pg = layout.grad_offsets(index, g);
+        scalar_t* grad_mask_pg = layout.grad_mask(index, g);
         if (geo.mask_softmax) softmax_points(mask_pg, 1, points, softmax_weight);
 
         for (int k = 0; k < points; ++k) {
-          const int64_t point = first_point + k;
           acc_t loc_y, loc_x;
-          sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset[2 * point + 1]),
-                            static_cast<acc_t>(offset[2 * point]), scale, loc_y, loc_x);
+          sampling_location(centre_y, centre_x, disp_y[k], disp_x[k], static_cast<acc_t>(offset_pg[2 * k + 1]),
+                            static_cast<acc_t>(offset_pg[2 * k]), scale, loc_y, loc_x);
           const Corners<acc_t> corners = bilinear_corners(loc_y, loc_x, geo.height_in, geo.width_in);
           const acc_t m = geo.mask_softmax ? softmax_weight[k] : static_cast<acc_t>(mask_pg[k]);
           acc_t dot[4];
@@ -306,18 +311,16 @@ DCNV3_CPU_TARGET void backward_slice(const Geometry& geo, const scalar_t* input_
           }
           acc_t g_dx, g_dy;
           sample_gradients(corners, dot, m, scale, point_grad[k], g_dx, g_dy);
-          grad_offset[2 * point] = static_cast<scalar_t>(g_dx);
-          grad_offset[2 * point + 1] = static_cast<scalar_t>(g_dy);
+          grad_offset_pg[2 * k] = static_cast<scalar_t>(g_dx);
+          grad_offset_pg[2 * k + 1] = static_cast<scalar_t>(g_dy);
         }
-        if (geo.mask_softmax) {  // weight gradients to logit gradients: w_k * (g_k - sum_j w_j g_j)
-          acc_t dot = acc_t(0);
-          for (int k = 0; k < points; ++k) dot += softmax_weight[k] * point_grad[k];
-          for (int k = 0; k < points; ++k) point_grad[k] = softmax_weight[k] * (point_grad[k] - dot);
+        if (geo.mask_softmax) {  // weight gradients to logit gradients (dcn_math.h)
+          softmax_backward_in_place<acc_t>(StoredWeights<acc_t>{softmax_weight}, points, point_grad);
         }
-        for (int k = 0; k < points; ++k) grad_mask[first_point + k] = static_cast<scalar_t>(point_grad[k]);
+        for (int k = 0; k < points; ++k) grad_mask_pg[k] = static_cast<scalar_t>(point_grad[k]);
       }
     }
   }
 }
 
-}  // namespace DCNV3_CPU_NS
+}  // namespace DCN_CPU_NS

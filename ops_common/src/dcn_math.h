@@ -1,4 +1,5 @@
-// DCNv3 per-sample math, written once for the CPU and the CUDA kernels (host-and-device inline functions).
+// The DCN operators' per-sample math (DCNv3 and DCNv4 sample alike), written once for the CPU and the CUDA kernels
+// (host-and-device inline functions). Torch-free: nvcc, the host compiler and the sanitized host check include it.
 //
 // Semantics (docs/dcnv3_operator.md): for output (h_out, w_out), group g and kernel point k = i * kernel_h + j
 // (i: column/x index, outer; j: row/y index, inner), with offset pair (dx, dy):
@@ -13,14 +14,14 @@
 #include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
-#define DCNV3_HOST_DEVICE __host__ __device__ __forceinline__
-#define DCNV3_UNROLL _Pragma("unroll")
+#define DCN_HOST_DEVICE __host__ __device__ __forceinline__
+#define DCN_UNROLL _Pragma("unroll")
 #else
-#define DCNV3_HOST_DEVICE inline
-#define DCNV3_UNROLL
+#define DCN_HOST_DEVICE inline
+#define DCN_UNROLL
 #endif
 
-namespace dcnv3 {
+namespace dcn {
 
 // Everything the kernels need to know about one call, fixed for all samples.
 struct Geometry {
@@ -33,22 +34,22 @@ struct Geometry {
   // the kernels (the softmax DCNv3 applies in front of the core, fused; docs/dcnv3_operator.md).
   bool mask_softmax = false;
 
-  DCNV3_HOST_DEVICE int channels() const { return group * group_channels; }
-  DCNV3_HOST_DEVICE int points() const { return kernel_h * kernel_w; }
-  DCNV3_HOST_DEVICE int half_h() const { return dilation_h * (kernel_h - 1) / 2; }
-  DCNV3_HOST_DEVICE int half_w() const { return dilation_w * (kernel_w - 1) / 2; }
+  DCN_HOST_DEVICE int channels() const { return group * group_channels; }
+  DCN_HOST_DEVICE int points() const { return kernel_h * kernel_w; }
+  DCN_HOST_DEVICE int half_h() const { return dilation_h * (kernel_h - 1) / 2; }
+  DCN_HOST_DEVICE int half_w() const { return dilation_w * (kernel_w - 1) / 2; }
 };
 
 // Where the regular grid of output (h_out, w_out) is centred, in input pixels: the first term of loc_y / loc_x.
 template <typename T>
-DCNV3_HOST_DEVICE void grid_centre(const Geometry& geo, int h_out, int w_out, T& centre_y, T& centre_x) {
+DCN_HOST_DEVICE void grid_centre(const Geometry& geo, int h_out, int w_out, T& centre_y, T& centre_x) {
   centre_y = static_cast<T>(geo.half_h() - geo.pad_h + h_out * geo.stride_h);
   centre_x = static_cast<T>(geo.half_w() - geo.pad_w + w_out * geo.stride_w);
 }
 
 // Regular-grid displacement of kernel point k from the grid centre, in input pixels (before offset_scale).
 template <typename T>
-DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, T& disp_y, T& disp_x) {
+DCN_HOST_DEVICE void point_displacement(const Geometry& geo, int k, T& disp_y, T& disp_x) {
   const int i = k / geo.kernel_h;  // column (x) index: the outer loop of the point order
   const int j = k % geo.kernel_h;  // row (y) index
   disp_x = static_cast<T>(i * geo.dilation_w - geo.half_w());
@@ -56,9 +57,9 @@ DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, T& disp_y,
 }
 
 // Displacement of kernel point k when the kernel's centre point (column kernel_w / 2, row kernel_h / 2) is skipped
-// (remove_center, DCNv4): points after the centre move up one place in the order above.
+// (remove_center: DCNv4's option): points after the centre move up one place in the order above.
 template <typename T>
-DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, bool remove_center, T& disp_y, T& disp_x) {
+DCN_HOST_DEVICE void point_displacement(const Geometry& geo, int k, bool remove_center, T& disp_y, T& disp_x) {
   const int centre = (geo.kernel_w / 2) * geo.kernel_h + geo.kernel_h / 2;
   point_displacement(geo, remove_center && k >= centre ? k + 1 : k, disp_y, disp_x);
 }
@@ -66,7 +67,7 @@ DCNV3_HOST_DEVICE void point_displacement(const Geometry& geo, int k, bool remov
 // Sampling location of a kernel point with regular displacement (disp_y, disp_x) and learned offset (dy, dx).
 // offset_scale scales both the displacement and the offset.
 template <typename T>
-DCNV3_HOST_DEVICE void sampling_location(T centre_y, T centre_x, T disp_y, T disp_x, T dy, T dx, T offset_scale,
+DCN_HOST_DEVICE void sampling_location(T centre_y, T centre_x, T disp_y, T disp_x, T dy, T dx, T offset_scale,
                                          T& loc_y, T& loc_x) {
   loc_x = centre_x + (disp_x + dx) * offset_scale;
   loc_y = centre_y + (disp_y + dy) * offset_scale;
@@ -83,7 +84,7 @@ struct Corners {
 };
 
 template <typename T>
-DCNV3_HOST_DEVICE Corners<T> bilinear_corners(T loc_y, T loc_x, int height, int width) {
+DCN_HOST_DEVICE Corners<T> bilinear_corners(T loc_y, T loc_x, int height, int width) {
   Corners<T> c;
   c.inside = loc_y > T(-1) && loc_x > T(-1) && loc_y < T(height) && loc_x < T(width);
   // Inside, floor(loc) lies in [-1, size - 1]: the low neighbour is in the image unless floor is -1, the high one
@@ -99,7 +100,7 @@ DCNV3_HOST_DEVICE Corners<T> bilinear_corners(T loc_y, T loc_x, int height, int 
   const T weight_x[2] = {valid_x[0] ? T(1) - c.frac_x : T(0), valid_x[1] ? c.frac_x : T(0)};
   const int64_t pixel00 = static_cast<int64_t>(y0) * width + x0;
   const int64_t pixel_step[4] = {0, 1, width, static_cast<int64_t>(width) + 1};
-DCNV3_UNROLL
+DCN_UNROLL
   for (int q = 0; q < 4; ++q) {
     c.valid[q] = valid_y[q >> 1] && valid_x[q & 1];
     c.pixel[q] = c.valid[q] ? pixel00 + pixel_step[q] : 0;
@@ -110,9 +111,9 @@ DCNV3_UNROLL
 
 // Sample of one channel: data points at channel 0 of the group in pixel 0, pixel_stride = channels per pixel.
 template <typename T, typename scalar_t>
-DCNV3_HOST_DEVICE T sample_channel(const scalar_t* data, int64_t pixel_stride, const Corners<T>& c) {
+DCN_HOST_DEVICE T sample_channel(const scalar_t* data, int64_t pixel_stride, const Corners<T>& c) {
   T value = T(0);
-DCNV3_UNROLL
+DCN_UNROLL
   for (int q = 0; q < 4; ++q) {
     if (c.valid[q]) value += c.weight[q] * static_cast<T>(data[c.pixel[q] * pixel_stride]);
   }
@@ -137,22 +138,22 @@ inline void host_atomic_add(T* address, T value) {
 #endif
 
 // exp and max in T's own precision (a plain exp(float) may resolve to the double function on the host).
-DCNV3_HOST_DEVICE float exp_of(float x) { return expf(x); }
-DCNV3_HOST_DEVICE double exp_of(double x) { return exp(x); }
-DCNV3_HOST_DEVICE float max_of(float a, float b) { return fmaxf(a, b); }
-DCNV3_HOST_DEVICE double max_of(double a, double b) { return fmax(a, b); }
+DCN_HOST_DEVICE float exp_of(float x) { return expf(x); }
+DCN_HOST_DEVICE double exp_of(double x) { return exp(x); }
+DCN_HOST_DEVICE float max_of(float a, float b) { return fmaxf(a, b); }
+DCN_HOST_DEVICE double max_of(double a, double b) { return fmax(a, b); }
 
 // The weights of one (pixel, group)'s kernel points: the mask values themselves, or with mask_softmax their softmax
 // over the points (max-subtracted, in T), recomputed from the logits at each call instead of stored: the CUDA
 // bodies' form (a thread holds no per-point array; the CPU kernel computes a pixel's weights once, vectorised, in
-// cpu/dcnv3_cpu_kernels.h). mask_pg points at the (pixel, group)'s point 0.
+// dcn_cpu_kernels.h). mask_pg points at the (pixel, group)'s point 0.
 template <typename T>
 struct MaskWeights {
   T max_logit = T(0), inv_sum = T(1);
   bool softmax = false;
 
   template <typename scalar_t>
-  DCNV3_HOST_DEVICE MaskWeights(const scalar_t* mask_pg, int points, bool mask_softmax) : softmax(mask_softmax) {
+  DCN_HOST_DEVICE MaskWeights(const scalar_t* mask_pg, int points, bool mask_softmax) : softmax(mask_softmax) {
     if (!softmax) return;
     max_logit = static_cast<T>(mask_pg[0]);
     for (int k = 1; k < points; ++k) max_logit = max_of(max_logit, static_cast<T>(mask_pg[k]));
@@ -162,22 +163,41 @@ struct MaskWeights {
   }
 
   template <typename scalar_t>
-  DCNV3_HOST_DEVICE T operator()(const scalar_t* mask_pg, int k) const {
+  DCN_HOST_DEVICE T operator()(const scalar_t* mask_pg, int k) const {
     const T value = static_cast<T>(mask_pg[k]);
     return softmax ? exp_of(value - max_logit) * inv_sum : value;
   }
 };
 
 // Softmax backward of one (pixel, group), in place: grad[k] holds d loss / d weight_k on entry and
-// d loss / d logit_k = weight_k * (grad[k] - sum_j weight_j * grad[j]) on return.
-template <typename T, typename scalar_t, typename grad_t>
-DCNV3_HOST_DEVICE void softmax_backward(const MaskWeights<T>& weights, const scalar_t* mask_pg, int points,
-                                        grad_t* grad) {
+// d loss / d logit_k = weight_k * (grad[k] - sum_j weight_j * grad[j]) on return; weight(k) gives weight_k (the CPU
+// kernel reads stored weights, the CUDA bodies recompute them from the logits).
+template <typename T, typename WeightOf, typename grad_t>
+DCN_HOST_DEVICE void softmax_backward_in_place(const WeightOf& weight, int points, grad_t* grad) {
   T dot = T(0);
-  for (int k = 0; k < points; ++k) dot += weights(mask_pg, k) * static_cast<T>(grad[k]);
-  for (int k = 0; k < points; ++k) {
-    grad[k] = static_cast<grad_t>(weights(mask_pg, k) * (static_cast<T>(grad[k]) - dot));
-  }
+  for (int k = 0; k < points; ++k) dot += weight(k) * static_cast<T>(grad[k]);
+  for (int k = 0; k < points; ++k) grad[k] = static_cast<grad_t>(weight(k) * (static_cast<T>(grad[k]) - dot));
+}
+
+// weight(k) of stored weights.
+template <typename T>
+struct StoredWeights {
+  const T* weight;
+  DCN_HOST_DEVICE T operator()(int k) const { return weight[k]; }
+};
+
+// weight(k) recomputed from the logits of a (pixel, group).
+template <typename T, typename scalar_t>
+struct LogitWeights {
+  const MaskWeights<T>& weights;
+  const scalar_t* mask_pg;
+  DCN_HOST_DEVICE T operator()(int k) const { return weights(mask_pg, k); }
+};
+
+template <typename T, typename scalar_t, typename grad_t>
+DCN_HOST_DEVICE void softmax_backward(const MaskWeights<T>& weights, const scalar_t* mask_pg, int points,
+                                      grad_t* grad) {
+  softmax_backward_in_place<T>(LogitWeights<T, scalar_t>{weights, mask_pg}, points, grad);
 }
 
 // Gradients of one sample's contribution mask * sample, given dot[q] = sum_c grad_out[c] * value_q[c] (the upstream
@@ -186,7 +206,7 @@ DCNV3_HOST_DEVICE void softmax_backward(const MaskWeights<T>& weights, const sca
 //   grad_offset_{x, y}  = mask * offset_scale * d(grad_out . sample)/d(loc_{x, y})
 // The input gradient is mask * weight_q * grad_out, scattered to neighbour q (done by the callers).
 template <typename T>
-DCNV3_HOST_DEVICE void sample_gradients(const Corners<T>& c, const T dot[4], T mask, T offset_scale, T& grad_mask,
+DCN_HOST_DEVICE void sample_gradients(const Corners<T>& c, const T dot[4], T mask, T offset_scale, T& grad_mask,
                                         T& grad_dx, T& grad_dy) {
   grad_mask = c.weight[0] * dot[0] + c.weight[1] * dot[1] + c.weight[2] * dot[2] + c.weight[3] * dot[3];
   // d weight / d loc_y: -(1 - fx), -fx, (1 - fx), fx;  d weight / d loc_x: -(1 - fy), (1 - fy), -fy, fy.
@@ -196,4 +216,4 @@ DCNV3_HOST_DEVICE void sample_gradients(const Corners<T>& c, const T dot[4], T m
   grad_dy = mask * offset_scale * d_loc_y;
 }
 
-}  // namespace dcnv3
+}  // namespace dcn
