@@ -301,13 +301,15 @@ def main(argv=None) -> None:
     # An image that cannot be decoded is skipped with a warning (GuardedLoadImageFromFile).
     guard_image_loading(cfg.data.train, on_error='skip')
     datasets = [build_dataset_checked(cfg.data.train, 'data.train')]
+    labels = ['data.train']
     if len(cfg.workflow) == 2:
         assert 'val' in [mode for (mode, _) in cfg.workflow]
         val_dataset = copy.deepcopy(cfg.data.val)
         val_dataset.pipeline = cfg.data.train.get('pipeline', cfg.data.train.dataset.get('pipeline'))
         datasets.append(build_dataset_checked(val_dataset, 'data.val'))
-    for dataset in datasets:
-        check_dataset(dataset, 'data.train')
+        labels.append('data.val')
+    for dataset, label in zip(datasets, labels):
+        check_dataset(dataset, label)
     if validate:  # a missing validation image would otherwise stop the run at its first validation
         val_cfg = copy.deepcopy(cfg.data.val)
         if isinstance(val_cfg, dict):

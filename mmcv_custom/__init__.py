@@ -1,5 +1,5 @@
 """mmcv-side pieces: the stack check, the compatibility patches, the one-line error reporter of the entry points,
-the atomic checkpoint hook, the training-curves hook, the layer-decay optimizer constructor and the DINO-G FFN.
+the atomic checkpoint hook, the training-curves hook and the layer-decay optimizer constructor.
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
@@ -24,8 +24,7 @@ patch_mmcv_roi_align_cpu()   # multi-threaded CPU RoIAlign, where ops_roialign i
 # Registered components (each import registers into mmcv/mmdet registries).
 from .checkpoint_hook import AtomicCheckpointHook  # noqa: E402
 from .custom_layer_decay_optimizer_constructor import CustomLayerDecayOptimizerConstructor  # noqa: E402
-from .efficient_ffn import EfficientFFN  # noqa: E402
 from .training_curves import TrainingCurvesHook  # noqa: E402
 
-__all__ = ['AtomicCheckpointHook', 'CustomLayerDecayOptimizerConstructor', 'EfficientFFN', 'TrainingCurvesHook',
-           'apply_numpy_patches', 'apply_patches', 'check_stack']
+__all__ = ['AtomicCheckpointHook', 'CustomLayerDecayOptimizerConstructor', 'TrainingCurvesHook', 'apply_numpy_patches',
+           'apply_patches', 'check_stack']

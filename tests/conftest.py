@@ -47,7 +47,7 @@ def compiled_core_calls(monkeypatch) -> list:
             calls.append(args[0].device.type)
             return real.apply(*args)
 
-    monkeypatch.setattr(dcnv3_module, 'DCNv3Function', CountingFunction)
+    monkeypatch.setattr(dcnv3_func, 'DCNv3Function', CountingFunction)
     return calls
 
 
@@ -64,6 +64,31 @@ def _slurm_unavailable() -> str | None:
         answer = (result.stdout + result.stderr).strip().splitlines()
         return f'no Slurm controller answers `scontrol ping` ({answer[0] if answer else result.returncode})'
     return None
+
+
+_EXTENSION_MISSING = 'is not built'  # the words of every skip for a missing compiled op extension
+
+
+def _require_ext(report) -> None:
+    """REQUIRE_EXT=1 (CI: .ci/run): a skip because a compiled op extension is not built fails instead."""
+    if os.environ.get('REQUIRE_EXT') != '1' or not report.skipped:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if _EXTENSION_MISSING in reason:
+        report.outcome = 'failed'
+        report.longrepr = f'REQUIRE_EXT=1 but {reason.removeprefix("Skipped: ")}'
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _require_ext(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _require_ext(outcome.get_result())
 
 
 @pytest.hookimpl(tryfirst=True)

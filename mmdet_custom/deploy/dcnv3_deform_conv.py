@@ -7,7 +7,7 @@ one node instead, which is faster there. A deploy config opts in with::
     onnx_config = dict(opset_version=19)
     dcnv3_onnx_op = 'DeformConv'          # default: 'GridSample'
 
-(deploy/configs/mmdet/_base_/dcnv3_deform_conv.py sets both).
+(the ``*_onnxruntime_dynamic_deformconv.py`` configs of deploy/configs/mmdet/detection and instance-seg set both).
 
 DCNv3's core (docs/dcnv3_operator.md) is a depthwise deformable convolution whose weights are all ones and whose
 modulation is the mask; as ``DeformConv``: weight ``(C, 1, kernel_h, kernel_w)`` of ones, ``group = C``,

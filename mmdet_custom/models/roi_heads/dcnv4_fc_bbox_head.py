@@ -22,5 +22,3 @@ class DCNv4FCBBoxHead(ConvFCBBoxHead):
         if short_cut:
             raise ValueError('DCNv4FCBBoxHead: short_cut=True only applies to the unimplemented with_dcn path')
         super().__init__(*args, **kwargs)
-        self.with_dcn = with_dcn
-        self.short_cut = short_cut

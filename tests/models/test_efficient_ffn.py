@@ -5,8 +5,8 @@ import pytest
 import torch
 from mmcv.cnn.bricks.transformer import build_feedforward_network
 
-import mmcv_custom  # noqa: F401  (registers EfficientFFN)
-from mmcv_custom.efficient_ffn import EfficientFFN
+import mmdet_custom  # noqa: F401  (registers EfficientFFN)
+from mmdet_custom.models.utils.efficient_ffn import EfficientFFN
 
 
 def _build(**kwargs) -> EfficientFFN:
