@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os.path as osp
 import sys
-
-import torch
-from mmcv.cnn import get_model_complexity_info
-from mmdet.models import build_detector
 
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cli import add_debug_argument, run_cli
 from mmdet_custom.apis.cli import KeyValueAction, load_config
+from mmdet_custom.apis.flops import count, dummy_forward, padded_shape  # noqa: F401  (dummy_forward: tests)
 from ops_common.flops import dcn_core_flops as dcnv3_flops  # noqa: F401  (the formula, for callers of get_flops)
 
 
@@ -46,56 +42,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.size_divisor == 0 or args.size_divisor < -1:
         parser.error(f'--size-divisor {args.size_divisor}: expected a positive integer, or -1 (no padding)')
     return args
-
-
-def padded_shape(shape: list[int], divisor: int) -> tuple[int, int]:
-    h, w = (shape[0], shape[0]) if len(shape) == 1 else shape
-    if divisor > 0:
-        h, w = math.ceil(h / divisor) * divisor, math.ceil(w / divisor) * divisor
-    return h, w
-
-
-def dummy_forward(model):
-    """The detector's ``forward_dummy``; for two-stage detectors with valid random proposals.
-
-    mmdet's two-stage ``forward_dummy`` feeds ``torch.randn(1000, 4)`` as proposals: boxes with negative sizes,
-    which the CPU RoIAlign rejects (the CUDA kernel accepts them). The same 1000 proposals with x2 > x1, y2 > y1
-    cost the same FLOPs and run on the CPU as well.
-    """
-    from mmdet.models.detectors import TwoStageDetector
-    if not isinstance(model, TwoStageDetector):
-        return model.forward_dummy
-
-    def forward(img: torch.Tensor):
-        features = model.extract_feat(img)
-        outs = (model.rpn_head(features),) if model.with_rpn else ()
-        height, width = img.shape[-2:]
-        scale = img.new_tensor([width, height])
-        top_left = torch.rand(1000, 2, device=img.device) * scale
-        size = torch.rand(1000, 2, device=img.device) * scale / 2 + 1
-        proposals = torch.cat([top_left, top_left + size], dim=1)
-        return outs + (model.roi_head.forward_dummy(features, proposals),)
-
-    return forward
-
-
-def count(cfg, height: int, width: int) -> dict:
-    """``{'flops', 'params', 'dcnv3_flops', 'core'}`` of the detector in ``cfg`` for a (3, height, width) input
-    (``dcnv3_flops``: the deformable sampling term, of the DCNv3 or DCNv4 ``core``)."""
-    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
-    if torch.cuda.is_available():
-        model.cuda()
-    model.eval()
-    if not hasattr(model, 'forward_dummy'):
-        raise UserError(f'FLOPs counting is not supported for {type(model).__name__} (no forward_dummy)')
-    model.forward = dummy_forward(model)
-    flops, params = get_model_complexity_info(model, (3, height, width), print_per_layer_stat=False,
-                                              as_strings=False)
-    backbone = getattr(model, 'backbone', None)
-    # Backbones with DCN cores say what the cores cost (InternImage.core_flops, ops_common/flops.py).
-    extra = backbone.core_flops(height, width) if hasattr(backbone, 'core_flops') else 0
-    core = 'DCNv4' if getattr(backbone, 'core_op', None) == 'DCNv4' else 'DCNv3'
-    return dict(flops=int(flops) + extra, params=int(params), dcnv3_flops=extra, core=core)
 
 
 def main(argv=None) -> dict:

@@ -19,9 +19,9 @@ from ..functions import DCNv4Function, pack_offset_mask
 class DCNv4(nn.Module):
     """Deformable convolution v4 over a token sequence ``(N, L, C)`` with ``L = H*W``.
 
-    Unlike the original, ``group_channels`` need not be a multiple of 16 (the kernels here take any size), a
-    non-square map without ``shape`` is refused with one clear error instead of being reshaped wrongly, and a
-    geometry whose output size differs from the input's is refused (the offsets are predicted per input pixel).
+    Any ``group_channels`` works (the kernels take any size); a non-square map needs ``shape``, and the geometry must
+    keep the map's size (the offsets are predicted per input pixel). Differences from the original:
+    docs/deviations.md.
     """
 
     def __init__(self, channels: int = 64, kernel_size: int = 3, stride: int = 1, pad: int = 1, dilation: int = 1,

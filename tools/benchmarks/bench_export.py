@@ -129,8 +129,8 @@ def matmul_gflops(threads: int, size: int = MATMUL_SIZE, repeats: int = 5) -> fl
 
 def detector_gflops(model_cfg, height: int, width: int) -> float:
     """get_flops.py's count (a multiply-add is one FLOP) for a (3, height, width) input."""
-    import get_flops
-    return get_flops.count(model_cfg, height, width)['flops'] / 1e9
+    from mmdet_custom.apis.flops import count
+    return count(model_cfg, height, width)['flops'] / 1e9
 
 
 def machine_load() -> str:

@@ -7,10 +7,9 @@ and parameter names reproduce the released FlashInternImage checkpoints' keys (d
 
 Importable with torch (+ timm) alone; registration into mmdet's BACKBONES happens in ``backbones/__init__.py``.
 Construction timm-style: ``FlashInternImage.from_variant('T', out_indices=(1, 2, 3))``.
-Deviations from the original (docs/deviations.md): ``layer_scale=None`` works (the original calls the DCN with a
-wrong signature and raises TypeError); non-square feature maps always work (the spatial shape is passed to every
-DCNv4 call; the original's module guesses a square map when it is omitted); ``init_weights()`` without a
-checkpoint keeps DCNv4's zero-initialised ``offset_mask`` (the original re-randomises every Linear).
+``layer_scale=None`` works, the spatial shape is passed to every DCNv4 call (non-square maps), and
+``init_weights()`` without a checkpoint keeps DCNv4's zero-initialised ``offset_mask``; how this differs from the
+original: docs/deviations.md ("FlashInternImage (DCNv4)").
 """
 from __future__ import annotations
 

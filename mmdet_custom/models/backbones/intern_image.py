@@ -427,8 +427,8 @@ class InternImage(nn.Module):
     def init_weights(self) -> None:
         """Load ``init_cfg['checkpoint']`` (upstream classification or detection checkpoint) or re-initialise.
 
-        Without ``init_cfg`` this re-applies the construction-time init. (Upstream re-initialised every Linear
-        instead, which randomised the DCN offset/mask projections that are meant to start at zero.)
+        Without ``init_cfg`` this re-applies the construction-time init, so the DCN offset/mask projections start at
+        zero (docs/deviations.md).
         """
         logger = _root_logger()
         if self.init_cfg is None:
