@@ -95,6 +95,15 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     # costs a third of the compile time and most of the wheel's size (nothing at run time uses it).
     build_start=$(date +%s)
     if [ "${ops_tag%%-*}" = cuda ]; then
+        # The toolkit nvcc belongs to: torch guesses CUDA_HOME from nvcc's folder (/usr/local/bin/nvcc gives
+        # /usr/local, whose include/ lacks the CUDA headers, so g++ would pick pip's partial copies below).
+        if [ -z "${CUDA_HOME:-}" ]; then
+            for candidate in "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent/bin/nvcc)")")")" \
+                             /usr/local/cuda; do
+                if [ -f "$candidate/include/cuda_runtime_api.h" ]; then export CUDA_HOME=$candidate; break; fi
+            done
+        fi
+        echo "[mmcv-full] CUDA toolkit: ${CUDA_HOME:-as torch finds it}"
         # torch's CUDA headers include cuSPARSE/cuBLAS headers that pip's nvidia-* packages ship (under
         # site-packages/nvidia/cu13/include, or nvidia/<lib>/include for CUDA 12) and a bare toolkit may lack.
         nvidia_includes=$("$PYTHON" - <<'PY'
