@@ -42,3 +42,11 @@ def test_each_setup_builds_with_ops_common_only(setup):
     text = (REPO / setup / 'setup.py').read_text()
     assert 'from ops_common.build import setup_op_package' in text
     assert not any(sibling in text for sibling in FORBIDDEN[setup] | {'ops_dcnv3/setup.py'})
+
+
+def test_the_installed_project_ships_every_op_package():
+    """The editable install maps only the packages pyproject.toml includes: one missing there (ops_common once)
+    cannot be imported outside the repository root, and neither can the op packages that stand on it."""
+    text = (REPO / 'pyproject.toml').read_text()
+    for package in sorted(FORBIDDEN):
+        assert f'"{package}*"' in text, f'pyproject.toml does not include {package}'
