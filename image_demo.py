@@ -29,6 +29,7 @@ if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make set
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmdet_custom.apis.amp import add_precision_argument
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
     check_device,
@@ -38,6 +39,7 @@ from mmdet_custom.apis.cli import (
     check_writable_file,
     load_config,
 )
+from mmdet_custom.apis.compile import add_compile_argument
 from mmdet_custom.apis.inference import (
     category_ids,
     load_detector,
@@ -69,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(PARTIAL_FLAG, action='store_true',
                         help='load a checkpoint of another model (only the matching tensors); without it such a '
                              'checkpoint is refused')
+    add_precision_argument(parser)
+    add_compile_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.async_test:  # the original accepted it and ran synchronously anyway
@@ -180,7 +184,7 @@ def main(argv=None) -> str:
         pipeline = cfg.get('data', {}).get('test', {}).get('pipeline')
         check_image_size(*image.shape[:2], pipeline, f'image file {args.img}')
     model = load_detector(cfg, args.checkpoint, device, allow_partial=args.allow_partial_checkpoint,
-                          name=args.config)
+                          name=args.config, precision=args.precision, compile=args.compile)
     if kind == 'image' and not args.out_dir:
         result = inference_detector(model, args.img)
         draw(model, args.img, result, args, out_file)

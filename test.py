@@ -34,6 +34,7 @@ import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registra
 from mmcv_custom.cli import UserError, add_debug_argument, run_cli
 from mmcv_custom.cpu_distributed import build_ddp_any_device, enable_cpu_distributed
 from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis.amp import add_precision_argument, apply_inference_precision
 from mmdet_custom.apis.cli import (
     PARTIAL_FLAG,
     KeyValueAction,
@@ -48,6 +49,7 @@ from mmdet_custom.apis.cli import (
     load_checkpoint_checked,
     load_config,
 )
+from mmdet_custom.apis.compile import add_compile_argument, compile_backbone
 from mmdet_custom.apis.eval_plots import write_eval_plots
 from mmdet_custom.apis.tta import apply_tta
 from mmdet_custom.datasets import guard_image_loading
@@ -100,6 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the scales and flip of the config's `tta` dict (default: the "
                              "test scale plus a horizontal flip), merged by the model's aug_test")
+    add_precision_argument(parser)
+    add_compile_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -207,6 +211,8 @@ def main(argv=None) -> None:
         model = fuse_conv_bn(model)
     # old checkpoints did not save class info
     model.CLASSES = checkpoint.get('meta', {}).get('CLASSES', dataset.CLASSES)
+    apply_inference_precision(model, args.precision, cfg.device)
+    compile_backbone(model, args.compile)
 
     if not distributed:
         model = build_dp(model, cfg.device, device_ids=cfg.gpu_ids)

@@ -50,3 +50,29 @@ def make_coco_dataset(root: str, num_images: int = 2, image_size: tuple[int, int
     with open(ann_file, 'w') as f:
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
     return dict(root=root, img_prefix=img_dir + '/', ann_file=ann_file, classes=classes)
+
+
+def assert_one_graph(module, *inputs) -> None:
+    """torch._dynamo traces ``module(*inputs)`` as one graph, with no graph break."""
+    import torch._dynamo
+    explanation = torch._dynamo.explain(module)(*inputs)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def assert_compiled_matches_eager(module, x) -> None:
+    """``torch.compile(module, fullgraph=True)`` on the aot_eager backend (dynamo + AOTAutograd: fake shapes and the
+    registered backward, without inductor's C++ build) gives eager mode's output and gradients (input, parameters)."""
+    import torch
+    compiled = torch.compile(module, backend='aot_eager', fullgraph=True)
+    outputs, grads = [], []
+    for run in (compiled, module):
+        module.zero_grad()
+        x_run = x.clone().requires_grad_()
+        out = run(x_run)
+        out.pow(2).sum().backward()
+        outputs.append(out)
+        grads.append([x_run.grad] + [p.grad for p in module.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert all(g is not None for g in grads[0])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)

@@ -46,23 +46,29 @@ class Prediction:
 
 
 def load_detector(config, checkpoint: str | None, device: str | None = None, cfg_options: dict | None = None,
-                  allow_partial: bool = False, name: str | None = None):
+                  allow_partial: bool = False, name: str | None = None, precision: str = 'fp32',
+                  compile: bool = False):
     """Build the detector of ``config`` (a path or an ``mmcv.Config``) and load ``checkpoint`` through the project's
     checks (a truncated file or a checkpoint of another model is a one-line :class:`UserError`). ``device``: default
     ``cuda:0`` where CUDA is available, else ``cpu``. Class names come from the checkpoint's meta data, else from the
     config's ``classes``, else COCO's (with a warning, as mmdet's ``init_detector``). ``name``: the config as
-    error messages name it (default: its path)."""
+    error messages name it (default: its path). ``precision``: 'fp32' or 'bf16' (autocast,
+    ``mmdet_custom.apis.amp``). ``compile``: ``torch.compile`` the backbone (``mmdet_custom.apis.compile``)."""
     import torch
     from mmdet.apis import init_detector
     from mmdet.core import get_classes
 
+    from .amp import apply_inference_precision
     from .cli import load_checkpoint_checked, load_config
+    from .compile import compile_backbone
 
     if device is None:
         device = 'cuda:0' if torch.cuda.is_available() else 'cpu'
     name = name or (config if isinstance(config, str) else 'the config')
     cfg = load_config(config, cfg_options) if isinstance(config, str) else config
     model = init_detector(cfg, None, device=device)
+    apply_inference_precision(model, precision, device)
+    compile_backbone(model, compile)
     meta = {}
     if checkpoint is not None:
         meta = load_checkpoint_checked(model, checkpoint, f'the model of {name}', allow_partial).get('meta', {})

@@ -20,6 +20,7 @@ from ops_common.modules import (
 )
 
 from ..functions import dcnv3_core_pytorch, dcnv3_func, softmax_over_points
+from ..functions.custom_op import dcnv3 as dcnv3_custom_op
 
 __all__ = ['CenterFeatureScaleModule', 'DCNv3', 'DCNv3_pytorch', 'build_act_layer', 'build_norm_layer',
            'to_channels_first', 'to_channels_last']
@@ -70,6 +71,7 @@ class DCNv3(DCNv3_pytorch):
             weights = softmax_over_points(mask, self.group) if mask_softmax else mask
             return super(DCNv3, self)._core(x, offset, weights)
 
+        # torch.compile: the custom op (one graph); eager: the autograd function.
+        kernel = dcnv3_custom_op if torch.compiler.is_compiling() else dcnv3_func.DCNv3Function.apply
         return dcnv3_func.EXTENSION.route(
-            x, lambda: dcnv3_func.DCNv3Function.apply(x, offset, mask, *self._geometry(), 256, mask_softmax),
-            reference, stacklevel=5)
+            x, lambda: kernel(x, offset, mask, *self._geometry(), 256, mask_softmax), reference, stacklevel=5)

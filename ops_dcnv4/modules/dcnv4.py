@@ -14,6 +14,15 @@ from torch.nn.init import constant_, xavier_uniform_
 from ops_common.modules import DCNv3Layers, add_center_feature_scale, blend_center_feature_scale
 
 from ..functions import DCNv4Function, pack_offset_mask
+from ..functions.custom_op import dcnv4 as dcnv4_custom_op
+from ..functions.dcnv4_func import EXTENSION
+
+
+def _dcnv4(*args) -> torch.Tensor:
+    """``DCNv4Function.apply``; while torch.compile traces, the custom op where the kernel runs (one graph)."""
+    if torch.compiler.is_compiling():
+        return EXTENSION.route(args[0], lambda: dcnv4_custom_op(*args), lambda: DCNv4Function.apply(*args))
+    return DCNv4Function.apply(*args)
 
 
 class DCNv4(nn.Module):
@@ -108,7 +117,7 @@ class DCNv4(nn.Module):
         offset_mask = self.offset_mask(offset_mask_input).reshape(N, H, W, -1).type(x.dtype)
 
         x_proj = x
-        x = DCNv4Function.apply(
+        x = _dcnv4(
             x, offset_mask, self.kernel_size, self.kernel_size, self.stride, self.stride, self.pad, self.pad,
             self.dilation, self.dilation, self.group, self.group_channels, self.offset_scale, 256,
             self.remove_center)
@@ -133,4 +142,4 @@ class DCNv3OnDCNv4(DCNv3Layers):
 
     def _core(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         offset_mask = pack_offset_mask(offset, mask, self.group)
-        return DCNv4Function.apply(x, offset_mask, *self._geometry(), 256, 0)
+        return _dcnv4(x, offset_mask, *self._geometry(), 256, 0)

@@ -118,3 +118,30 @@ def mmdeploy_stack():
     import mmdet_custom  # noqa: F401
     from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
     apply_mmdeploy_patches()
+
+
+@pytest.fixture(scope='module')
+def deform_conv_dcnv3(mmdeploy_stack, tmp_path_factory) -> SimpleNamespace:
+    """A DCNv3 module with perturbed offsets (non-zero, some samples beyond the borders) and uneven masks, exported
+    as one ONNX DeformConv (opset 19, dynamic N, H, W): ``module``, ``path``."""
+    import torch
+    from mmcv import Config
+    from mmdeploy.apis.onnx import export
+
+    from mmdet_custom.deploy import apply_export_rewriters
+    from ops_dcnv3.modules.dcnv3 import DCNv3
+    apply_export_rewriters()
+    torch.manual_seed(0)
+    module = DCNv3(channels=32, group=4, offset_scale=1.5).eval()
+    with torch.no_grad():   # the zero init samples the regular grid
+        module.offset.weight.normal_(0, 0.3)
+        module.offset.bias.normal_(0, 2.0)
+        module.mask.weight.normal_(0, 0.3)
+    deploy_cfg = Config(dict(backend_config=dict(type='onnxruntime'), dcnv3_onnx_op='DeformConv',
+                             onnx_config=dict(type='onnx', opset_version=19, input_names=['x'], output_names=['y'])))
+    path = tmp_path_factory.mktemp('deform_conv') / 'dcnv3.onnx'
+    export(module, torch.randn(1, 12, 16, 32), str(path.with_suffix('')), backend='onnxruntime', input_names=['x'],
+           output_names=['y'], context_info=dict(deploy_cfg=deploy_cfg), opset_version=19,
+           dynamic_axes={'x': {0: 'n', 1: 'h', 2: 'w'}, 'y': {0: 'n', 1: 'h', 2: 'w'}},
+           keep_initializers_as_inputs=False)
+    return SimpleNamespace(module=module, path=path)

@@ -11,7 +11,6 @@ import torch
 
 from mmdet_custom.deploy.dcnv3_deform_conv import chosen_op, dcnv3_core_deform_conv
 from ops_dcnv3.functions import dcnv3_core_pytorch
-from ops_dcnv3.modules.dcnv3 import DCNv3
 
 DEPLOY_CONFIGS = Path(__file__).resolve().parents[2] / 'deploy' / 'configs' / 'mmdet'
 
@@ -64,25 +63,10 @@ def test_deformconv_deploy_configs_choose_it():
         assert chosen_op(deploy_cfg) == 'DeformConv' and deploy_cfg.onnx_config.opset_version == 19, name
 
 
-def test_exported_module_is_one_deformconv_and_matches_core_at_other_sizes(mmdeploy_stack, tmp_path):
+def test_exported_module_is_one_deformconv_and_matches_core_at_other_sizes(deform_conv_dcnv3):
     onnx = pytest.importorskip('onnx')
     ort = pytest.importorskip('onnxruntime')
-    from mmdeploy.apis.onnx import export
-
-    from mmdet_custom.deploy import apply_export_rewriters
-    apply_export_rewriters()
-    torch.manual_seed(0)
-    module = DCNv3(channels=32, group=4, offset_scale=1.5).eval()
-    with torch.no_grad():   # non-zero offsets and uneven masks (the zero init samples the regular grid)
-        module.offset.weight.normal_(0, 0.3)
-        module.offset.bias.normal_(0, 2.0)
-        module.mask.weight.normal_(0, 0.3)
-    deploy_cfg = _deploy_cfg(19, 'DeformConv')
-    path = tmp_path / 'dcnv3.onnx'
-    export(module, torch.randn(1, 12, 16, 32), str(path.with_suffix('')), backend='onnxruntime', input_names=['x'],
-           output_names=['y'], context_info=dict(deploy_cfg=deploy_cfg), opset_version=19,
-           dynamic_axes={'x': {0: 'n', 1: 'h', 2: 'w'}, 'y': {0: 'n', 1: 'h', 2: 'w'}},
-           keep_initializers_as_inputs=False)
+    module, path = deform_conv_dcnv3.module, deform_conv_dcnv3.path
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     op_types = [node.op_type for node in model.graph.node]

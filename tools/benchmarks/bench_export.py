@@ -15,12 +15,20 @@ score threshold 0, so the mask head always runs on 100 RoIs, as a trained model'
   pytorch_mmdet     mmdet's own inference (``model(return_loss=False, rescale=True)``: masks pasted at image size),
                     what test.py runs (RoIAlign on the multi-threaded CPU kernel of ops_roialign where built)
   mmdet_mmcv_roialign  (Mask R-CNN, where ops_roialign is built) the same on mmcv's single-threaded RoIAlign
+  mmdet_bf16        mmdet's inference with ``--precision bf16`` (mmdet_custom.apis.amp: bf16 autocast, float32 box
+                    operations and last layers)
+  mmdet_compiled / mmdet_bf16_compiled   the same with ``--compile`` (the backbone under torch.compile, inductor;
+                    the compile time is printed; ``--no-compile`` leaves them out)
+  openvino_fp32 / openvino_bf16 / openvino_int8   (with ``--dcnv3-op DeformConv`` where openvino is installed) the
+                    same ONNX file in OpenVINO (mmdet_custom.deploy.openvino_runner, precision hint and threads set);
+                    INT8: NNCF post-training quantization of it (where nncf is installed), calibrated on the input
 
 Latency: median of interleaved repeats (the variants take turns, so a change in machine load hits all of them);
 ratios are PyTorch time / ONNX Runtime time (> 1: ONNX Runtime is faster). Both use the same number of threads.
 
-Efficiency: ``detector GFLOPs / latency`` divided by the GFLOP/s of a large float32 matmul measured in the same
-process with the same threads (before and after the timed runs; the better of the two). The detector's GFLOPs are
+Efficiency: ``detector GFLOPs / latency`` divided by the GFLOP/s of a large float32 matmul, and of a bf16 one (AMX
+CPUs run it several times faster), measured in the same process with the same threads (before and after the timed
+runs; the better of the two). The detector's GFLOPs are
 get_flops.py's count at the input size (forward_dummy: 1000 proposals and the masks of 100 RoIs for Mask R-CNN; for
 DINO the deformable attention's sampling is not counted), which, like the original's tables, counts a multiply-add
 as one FLOP, while the matmul counts 2 per multiply-add (its usual GFLOP/s): the ratio as the issue defines it.
@@ -29,6 +37,7 @@ as one FLOP, while the matmul counts 2 per multiply-add (its usual GFLOP/s): the
 
 usage: python tools/benchmarks/bench_export.py [--model mask_rcnn|dino] [--dcnv3-op GridSample|DeformConv]
                                                [--repeats 3] [--threads 2] [--size 800 1333] [--work-dir DIR]
+                                               [--no-compile]
 """
 from __future__ import annotations
 
@@ -113,11 +122,12 @@ model = dict(backbone=dict(with_cp=False, init_cfg=None), test_cfg=dict(max_per_
     return model_cfg, DINO_DEPLOY_CFG
 
 
-def matmul_gflops(threads: int, size: int = MATMUL_SIZE, repeats: int = 5) -> float:
-    """GFLOP/s (2 FLOPs per multiply-add) of a float32 (size x size) @ (size x size) matmul: best of ``repeats``."""
+def matmul_gflops(threads: int, size: int = MATMUL_SIZE, repeats: int = 5, dtype=None) -> float:
+    """GFLOP/s (2 FLOPs per multiply-add) of a (size x size) @ (size x size) matmul in ``dtype`` (default float32):
+    best of ``repeats``."""
     import torch
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)   # warm-up
     best = float('inf')
     for _ in range(repeats):
@@ -146,6 +156,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), metavar=('HEIGHT', 'WIDTH'))
     parser.add_argument('--work-dir', default=None, help='keep the exported files here (default: a temp dir)')
+    parser.add_argument('--no-compile', action='store_true', help='leave out the torch.compile variants')
     args = parser.parse_args()
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
 
@@ -158,6 +169,8 @@ def main() -> None:
     import mmdet_custom  # noqa: F401
     from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
     from mmcv_custom.roi_align_cpu import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
+    from mmdet_custom.apis.amp import apply_inference_precision
+    from mmdet_custom.apis.compile import compile_backbone
     from mmdet_custom.deploy import apply_export_rewriters
     apply_mmdeploy_patches()
     apply_export_rewriters()
@@ -181,6 +194,7 @@ def main() -> None:
     image_path = osp.join(work_dir, 'image.jpg')
     mmcv.imwrite(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8), image_path)
     matmul_before = matmul_gflops(args.threads)
+    matmul_bf16_before = matmul_gflops(args.threads, dtype=torch.bfloat16)
 
     torch.manual_seed(0)
     deploy_cfg, model_cfg = load_config(deploy_cfg_path, model_cfg_path)
@@ -191,6 +205,14 @@ def main() -> None:
 
     task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     model = task_processor.init_pytorch_model(checkpoint)
+    # mmdet's inference in bf16 and compiled: other instances of the same weights (the options change the instance).
+    extra_models = {'mmdet_bf16': ('bf16', False)}
+    if not args.no_compile:
+        extra_models.update(mmdet_compiled=('fp32', True), mmdet_bf16_compiled=('bf16', True))
+    mmdet_models = {'pytorch_mmdet': model}
+    for name, (precision, compiled) in extra_models.items():
+        mmdet_models[name] = compile_backbone(
+            apply_inference_precision(task_processor.init_pytorch_model(checkpoint), precision), compiled)
     data, model_inputs = task_processor.create_input(image_path, None)
     image = model_inputs[0]
     img_metas = data['img_metas']
@@ -222,9 +244,13 @@ def main() -> None:
                              opset=onnx_cfg['opset_version']), torch.no_grad():
             return patched(image, img_metas=img_metas)
 
-    def run_pytorch_mmdet():
-        with torch.no_grad():
-            return model(return_loss=False, rescale=True, **mmdet_data)
+    def mmdet_runner(detector):
+        def run():
+            with torch.no_grad():
+                return detector(return_loss=False, rescale=True, **mmdet_data)
+        return run
+
+    run_pytorch_mmdet = mmdet_runner(model)
 
     def mmdet_detections(result) -> int:
         boxes = result[0][0] if isinstance(result[0], tuple) else result[0]   # (bbox, segm) or bbox results
@@ -241,12 +267,18 @@ def main() -> None:
                     pytorch_mmdet=run_pytorch_mmdet)
     if args.model == 'mask_rcnn' and roi_align_kernel_installed():
         variants['mmdet_mmcv_roialign'] = run_pytorch_mmdet_mmcv_roi_align
-    # Kept detections (score > 0: mmdeploy's end-to-end NMS appends one all-zero padding row).
-    detections = {'onnxruntime': int((run_onnxruntime()[0][..., 4] > 0).sum()),
-                  'pytorch_end2end': int((run_pytorch_end2end()[0][..., 4] > 0).sum()),
-                  'pytorch_mmdet': mmdet_detections(run_pytorch_mmdet())}   # warm-up runs
-    if 'mmdet_mmcv_roialign' in variants:
-        detections['mmdet_mmcv_roialign'] = mmdet_detections(run_pytorch_mmdet_mmcv_roi_align())
+    for name in extra_models:
+        variants[name] = mmdet_runner(mmdet_models[name])
+    openvino_note = add_openvino_variants(variants, onnx_file, ort_input, args)
+    # Kept detections (score > 0: mmdeploy's end-to-end NMS appends one all-zero padding row); warm-up runs (the
+    # compiled variants compile here).
+    detections, warm_up = {}, {}
+    for name, function in variants.items():
+        start = time.perf_counter()
+        result = function()
+        warm_up[name] = time.perf_counter() - start
+        end2end = name in ('onnxruntime', 'pytorch_end2end') or name.startswith('openvino')
+        detections[name] = int((result[0][..., 4] > 0).sum()) if end2end else mmdet_detections(result)
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, function in variants.items():
@@ -254,6 +286,7 @@ def main() -> None:
             function()
             times[name].append(time.perf_counter() - start)
     matmul = max(matmul_before, matmul_gflops(args.threads))
+    matmul_bf16 = max(matmul_bf16_before, matmul_gflops(args.threads, dtype=torch.bfloat16))
     gflops = detector_gflops(model_cfg, image.shape[2], image.shape[3])
 
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -264,15 +297,50 @@ def main() -> None:
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, DCNv3 compiled kernel in PyTorch: '
           f'{extension_available()}, multi-threaded CPU RoIAlign: {roi_align_kernel_installed()}; '
           f'ONNX export took {export_seconds:.1f} s')
-    print(f'detector {gflops:.1f} GFLOPs (get_flops.py); float32 {MATMUL_SIZE}^3 matmul {matmul:.1f} GFLOP/s')
+    print(f'detector {gflops:.1f} GFLOPs (get_flops.py); {MATMUL_SIZE}^3 matmul: float32 {matmul:.1f} GFLOP/s, '
+          f'bf16 {matmul_bf16:.1f} GFLOP/s; {openvino_note}')
+    print('  efficiency = detector GFLOPs / latency / matmul GFLOP/s (float32 matmul | bf16 matmul); '
+          'speed-up = pytorch_mmdet latency / latency')
     for name, median in medians.items():
-        print(f'  {name:16s} median {median:7.3f} s   (runs: {", ".join(f"{t:.3f}" for t in times[name])}; '
-              f'{detections[name]} detections)   efficiency {gflops / median / matmul:.3f}')
+        compile_note = (f'; first run {warm_up[name]:.1f} s (compiles: +{warm_up[name] - median:.0f} s)'
+                        if name.endswith('compiled') else '')
+        print(f'  {name:20s} median {median:7.3f} s  speed-up {medians["pytorch_mmdet"] / median:5.2f}x  '
+              f'efficiency {gflops / median / matmul:.3f} | {gflops / median / matmul_bf16:.3f}   '
+              f'(runs: {", ".join(f"{t:.3f}" for t in times[name])}; {detections[name]} detections{compile_note})')
     for name in ('pytorch_end2end', 'pytorch_mmdet'):
         print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
     if 'mmdet_mmcv_roialign' in medians:
         print(f'  multi-threaded RoIAlign lever: mmdet inference {medians["mmdet_mmcv_roialign"]:.3f} s -> '
               f'{medians["pytorch_mmdet"]:.3f} s ({medians["mmdet_mmcv_roialign"] / medians["pytorch_mmdet"]:.2f}x)')
+
+
+def add_openvino_variants(variants: dict, onnx_file: str, ort_input: dict, args) -> str:
+    """OpenVINO fp32/bf16 (and INT8 through NNCF where installed) on the exported file, added to ``variants`` where
+    openvino is installed and DCNv3 was exported as DeformConv; returns a note for the header."""
+    import importlib.util
+    if importlib.util.find_spec('openvino') is None:
+        return 'OpenVINO: not installed (pip install -r requirements/openvino.txt)'
+    if args.dcnv3_op != 'DeformConv':
+        return 'OpenVINO: left out (it needs --dcnv3-op DeformConv)'
+    import openvino as ov
+
+    from mmdet_custom.deploy.openvino_runner import compile_model, read_model
+    model = read_model(onnx_file)
+    inputs = [ort_input['input']]
+    models = {'openvino_fp32': (model, 'fp32'), 'openvino_bf16': (model, 'bf16')}
+    note = f'OpenVINO {ov.__version__}'
+    if importlib.util.find_spec('nncf') is not None:
+        import nncf
+        start = time.perf_counter()
+        quantized = nncf.quantize(read_model(onnx_file), nncf.Dataset(inputs), subset_size=1)
+        models['openvino_int8'] = (quantized, 'fp32')   # INT8 weights/activations; float32 elsewhere
+        note += f', NNCF {nncf.__version__} INT8 (calibrated on the input, {time.perf_counter() - start:.0f} s)'
+    else:
+        note += ', INT8 left out (nncf not installed)'
+    for name, (ov_model, precision) in models.items():
+        request = compile_model(ov_model, precision, args.threads).create_infer_request()
+        variants[name] = lambda request=request: list(request.infer(inputs).values())
+    return note
 
 
 if __name__ == '__main__':
