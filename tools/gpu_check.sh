@@ -135,10 +135,11 @@ first_error() {
     if [ -n "$line" ]; then sed -n "${line},$((line + 6))p" "$1"; else tail -n 15 "$1"; fi
 }
 
+cflags=$(bash tools/install/release_cflags.sh "$PY")  # Python's release flags with -g0, as `make setup` builds
 for op in ops_dcnv3 ops_dcnv4; do
     t0=$(date +%s)
     # only this Python's binary is replaced (another Python's, e.g. a venv's cpython-311 build, stays)
-    (cd "$op" && rm -f "_C$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" && timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
+    (cd "$op" && rm -f "_C$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" && CFLAGS="$cflags" timeout "${STEP_TIMEOUT_BUILD:-300}" "$PY" setup.py build_ext --inplace) \
         > "$RESULTS/build_$op.log" 2>&1
     status=$?
     if [ "$status" = 0 ] && "$PY" -c "import $op._C as C, sys; sys.exit(0 if C.with_cuda else 1)" \

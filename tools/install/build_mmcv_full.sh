@@ -91,8 +91,11 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     # MMCV_WITH_OPS=1: build the compiled ops (mmcv.ops.nms, RoIAlign, ...). CUDA ops are built only
     # where torch sees a GPU (or FORCE_CUDA=1 is set by the caller); CPU ops always.
     # --no-build-isolation: compile against the torch already in this environment.
-    # CFLAGS=-g0: Python's own CFLAGS carry -g, and debug information for ~140 translation units of torch templates
-    # costs a third of the compile time and most of the wheel's size (nothing at run time uses it).
+    # Python's CFLAGS (-O3 -DNDEBUG ...) with -g0 appended: debug information for ~140 translation units of torch
+    # templates costs compile time and most of the wheel's size, and nothing at run time uses it (release_cflags.sh
+    # says why the flags must be spelled out).
+    cflags=$(bash "$(dirname "$PIP")/release_cflags.sh" "$PYTHON")
+    echo "[mmcv-full] CFLAGS: $cflags"
     build_start=$(date +%s)
     if [ "${ops_tag%%-*}" = cuda ]; then
         # The toolkit nvcc belongs to: torch guesses CUDA_HOME from nvcc's folder (/usr/local/bin/nvcc gives
@@ -114,7 +117,7 @@ PY
 )
         [ -z "$nvidia_includes" ] || export CPATH="$nvidia_includes${CPATH:+:$CPATH}"
     fi
-    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="${CFLAGS:-} -g0" \
+    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="$cflags" \
         bash "$PIP" "$PYTHON" wheel --no-deps --no-build-isolation -w "$wheel_dir" .)
     echo "[mmcv-full] built in $(( $(date +%s) - build_start )) s:" \
          "$(du -h "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl | cut -f1) ($ops_tag)"

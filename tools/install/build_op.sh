@@ -4,7 +4,7 @@
 #
 # The cache key covers everything the binary depends on: the package's sources and setup.py, the foundation every
 # op builds on (ops_common/src and ops_common/build.py), those of any SHARED_PACKAGE named, the torch version it compiles against, the CUDA compiler, and <OP>_FORCE_CPU (DCNV3_FORCE_CPU, DCNV4_FORCE_CPU) /
-# TORCH_CUDA_ARCH_LIST. A fresh clone on the same machine (CI) reuses the binary instead of compiling the CUDA
+# TORCH_CUDA_ARCH_LIST and the compiler flags. A fresh clone on the same machine (CI) reuses the binary instead of compiling the CUDA
 # kernels again.
 #
 # usage: tools/install/build_op.sh PYTHON PACKAGE [SHARED_PACKAGE...]
@@ -31,6 +31,7 @@ for package in "$PACKAGE" "$@"; do
 done
 
 cd "$ROOT/$PACKAGE"
+cflags=$(bash "$ROOT/tools/install/release_cflags.sh" "$PYTHON")
 key=$( {
     for dir in "${source_dirs[@]}"; do
         find "$dir" -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) -print0 | sort -z \
@@ -39,7 +40,7 @@ key=$( {
     sha256sum "${setup_files[@]}"
     "$PYTHON" -c 'import sys, torch; print(torch.__version__, torch.version.cuda, sys.version)'
     (command -v nvcc >/dev/null && nvcc --version | tail -n 2) || echo "no nvcc"
-    echo "force_cpu=${!FORCE_CPU_VAR:-0} arch=${TORCH_CUDA_ARCH_LIST:-default}"
+    echo "force_cpu=${!FORCE_CPU_VAR:-0} arch=${TORCH_CUDA_ARCH_LIST:-default} cflags=$cflags"
 } | sha256sum | cut -c1-16)
 cache_dir="$CACHE_ROOT/$OP/$key"
 so_name=$("$PYTHON" -c 'import sysconfig; print("_C" + sysconfig.get_config_var("EXT_SUFFIX"))')
@@ -52,8 +53,7 @@ elif [ -f "$cache_dir/$so_name" ]; then
 else
     echo "[$OP] building the extension (cache key $key)"
     start=$(date +%s)
-    # -g0: Python's CFLAGS carry -g; debug information of torch-heavy units costs a third of the compile time
-    CFLAGS="${CFLAGS:-} -g0" "$PYTHON" setup.py build_ext --inplace
+    CFLAGS="$cflags" "$PYTHON" setup.py build_ext --inplace   # Python's release flags, -g0 (release_cflags.sh)
     mkdir -p "$cache_dir"
     cp "$so_name" "$cache_dir/$so_name.tmp" && mv "$cache_dir/$so_name.tmp" "$cache_dir/$so_name"
     echo "[$OP] built in $(( $(date +%s) - start )) s, cached in $cache_dir"
