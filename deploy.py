@@ -38,7 +38,7 @@ import sys
 
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
 
 LOG_LEVELS = ('CRITICAL', 'ERROR', 'WARNING', 'INFO', 'DEBUG', 'NOTSET')
 
@@ -97,7 +97,7 @@ def import_stack() -> None:
 def load_configs(deploy_cfg_path: str, model_cfg_path: str):
     from mmdeploy.utils import get_backend, get_ir_config
 
-    from mmdet_custom.apis.cli import load_config, read_config
+    from mmcv_custom.cli.checks import load_config, read_config
 
     # the entry points' one config loader: the user's file and line for any failure, the model config's checks
     deploy_cfg = read_config(deploy_cfg_path, 'deploy_cfg')
@@ -236,7 +236,7 @@ def visualise(task_processor, model, images: list[str], work_dir: str, name: str
 def run(args: argparse.Namespace) -> None:
     check_files(args)
     import_stack()
-    from mmdet_custom.apis.cli import check_device
+    from mmcv_custom.cli.checks import check_device
     check_device(args.device)
     from mmdeploy.apis import create_calib_input_data
     from mmdeploy.apis.utils import to_backend
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
     if missing_reason is not None:
         logger.warning(f'{missing_reason}: only the ONNX file will be written')
     # The checkpoint must hold exactly the model's tensors (mmcv only warns, then exports a partly random model).
-    from mmdet_custom.apis.cli import check_checkpoint_matches, drop_ema_buffers, read_checkpoint, state_dict_of
+    from mmcv_custom.cli.checks import check_checkpoint_matches, drop_ema_buffers, read_checkpoint, state_dict_of
     state_dict = state_dict_of(read_checkpoint(args.checkpoint), args.checkpoint)
     task_processor = build_task_processor(deploy_cfg, model_cfg, args.device)
     torch_model = task_processor.init_pytorch_model(args.checkpoint)

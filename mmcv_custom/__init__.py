@@ -1,11 +1,12 @@
-"""mmcv-side pieces: the stack check, the compatibility patches, the one-line error reporter of the entry points,
+"""mmcv-side pieces: the stack check, the compatibility patches, the command line of the entry points,
 the atomic checkpoint hook, the training-curves hook and the layer-decay optimizer constructor.
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
 here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
 ``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
-under mixed precision, applied here), ``cli`` (``UserError``, ``run_cli``).
+under mixed precision, applied here), ``cli`` (the command line: ``UserError``, ``run_cli``, the checks of
+the entry points' inputs).
 """
 from .autocast_compat import apply_patches as apply_autocast_patches
 from .numpy_compat import apply_patches as apply_numpy_patches

@@ -10,7 +10,7 @@ is valid at the exported opset, and are unchanged below opset 13.
 """
 from __future__ import annotations
 
-from .cli import UserError
+from .cli.errors import UserError
 from .stack_check import installed_version
 
 MMDEPLOY_REQUIRED = '0.14'

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from .cli import UserError
+from .cli.errors import UserError
 
 MMCV_REQUIRED = '1.7'      # mmcv-full 1.7.x: the last 1.x line, accepted by mmdet 2.28 (>=1.3.17,<1.8)
 MMDET_REQUIRED = '2.28'    # mmdet 2.28.x: the last 2.x line (upstream pins 2.28.1)

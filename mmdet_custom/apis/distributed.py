@@ -15,7 +15,7 @@ import subprocess
 import torch
 import torch.distributed as dist
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 
 def _slurm_master_addr() -> str:
