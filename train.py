@@ -54,11 +54,11 @@ from mmcv_custom.cli.checks import (
     state_dict_of,
 )
 from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
-from mmcv_custom.cpu_distributed import enable_cpu_distributed
 from mmcv_custom.nonfinite_loss import ACTIONS as NONFINITE_ACTIONS  # also registers NonFiniteLossHook
-from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
+from mmdet_custom.apis import revert_sync_bn_if_single_process
 from mmdet_custom.apis.amp import AMP_DTYPES, apply_mixed_precision, configure_mixed_precision
 from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
+from mmdet_custom.apis.distributed import enable_cpu_distributed, init_distributed
 from mmdet_custom.datasets import guard_image_loading
 
 

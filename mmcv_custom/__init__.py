@@ -3,8 +3,7 @@ the atomic checkpoint hook, the training-curves hook and the layer-decay optimiz
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
-here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
-``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
+here), ``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
 under mixed precision, applied here), ``cli`` (the command line: ``UserError``, ``run_cli``, the checks of
 the entry points' inputs).
 """
