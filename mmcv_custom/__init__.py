@@ -17,7 +17,7 @@ apply_patches()
 apply_numpy_patches()
 apply_autocast_patches()
 
-from .roi_align_cpu import patch_mmcv_roi_align_cpu  # noqa: E402
+from ops_roialign.mmcv_route import patch_mmcv_roi_align_cpu  # noqa: E402
 
 patch_mmcv_roi_align_cpu()   # multi-threaded CPU RoIAlign, where ops_roialign is built
 
