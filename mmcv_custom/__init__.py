@@ -3,9 +3,9 @@ the atomic checkpoint hook, the training-curves hook and the layer-decay optimiz
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
-here), ``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
-under mixed precision, applied here), ``cli`` (the command line: ``UserError``, ``run_cli``, the checks of
-the entry points' inputs).
+here), ``autocast_compat`` (mmcv's ops under mixed precision, applied here), ``cli`` (the command line:
+``UserError``, ``run_cli``, the checks of the entry points' inputs). mmdeploy's patches live with the export code
+(``mmdet_custom.deploy``), the CPU RoIAlign route with its op (``ops_roialign.mmcv_route``, installed here).
 """
 from .autocast_compat import apply_patches as apply_autocast_patches
 from .numpy_compat import apply_patches as apply_numpy_patches
