@@ -16,10 +16,10 @@ deploy/configs/mmdet/detection/): its deformable attention becomes GridSample as
 choose ONNX's ``DeformConv`` (opset 19) for DCNv3 instead (``dcnv3_onnx_op = 'DeformConv'``; the ``*_deformconv.py``
 configs): faster in ONNX Runtime, not run by TensorRT or OpenVINO.
 
-Differences from upstream's script (mmdeploy's tools/deploy.py plus the plugin imports):
-* every step runs in this process (upstream spawns one process per step): the torch-2.x patches of mmdeploy
-  (``mmdet_custom.deploy.apply_export_patches``) and the InternImage registrations live in this process;
-* the checkpoint must match the model config (no missing, unexpected or mis-shaped tensors; upstream only warns);
+Behaviour (docs/deviations.md compares it with mmdeploy's tools/deploy.py):
+* every step runs in this process: the torch-2.x patches of mmdeploy (``mmdet_custom.deploy.apply_export_patches``)
+  and the InternImage registrations live in this process;
+* the checkpoint must match the model config (no missing, unexpected or mis-shaped tensors);
 * when the deploy config's backend is not installed, the ONNX file is still written (it is what the backend's own
   tools build from) and the script then exits with an error naming the backend;
 * TensorRT with ``--device cpu`` writes the ONNX file (the export needs no GPU), then stops with an error: the engine

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Distributed training with torchrun (the original used the deprecated torch.distributed.launch and a fixed
-# port). Without CUDA every process runs on the CPU and the process group uses gloo.
+# Distributed training with torchrun (torch.distributed.launch is deprecated); PORT chooses the rendezvous port.
+# Without CUDA every process runs on the CPU and the process group uses gloo.
 #
 #   sh dist_train.sh CONFIG GPUS [train.py arguments...]
 #   env: PORT (29500), NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PYTHON (python, else python3)

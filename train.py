@@ -222,7 +222,7 @@ def main(argv=None) -> None:
     setup_multi_processes(cfg)
     if cfg.get('cudnn_benchmark', False):
         torch.backends.cudnn.benchmark = True
-    # The original enables TF32 for matmul and cuDNN (no effect on the CPU or before Ampere).
+    # TF32 for matmul and cuDNN, as the original training script sets it (no effect on the CPU or before Ampere).
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
     meta['seed'] = seed
     meta['exp_name'] = osp.basename(args.config)
 
-    # the datasets first (the original builds the model first): data errors surface before the slow part.
+    # the datasets first: data errors surface before the slow part.
     # An image that cannot be decoded is skipped with a warning (GuardedLoadImageFromFile).
     guard_image_loading(cfg.data.train, on_error='skip')
     datasets = [build_dataset_checked(cfg.data.train, 'data.train')]

@@ -9,7 +9,7 @@ Layout of the ``pad_size = 2 * m * num_groups`` denoising slots of each image (`
 batch): block ``i`` (``i = 2g`` positive / ``2g + 1`` negative copy of group ``g``) starts at ``i * m``; the image's
 ``n_b`` GTs occupy the first ``n_b`` positions of each block, the rest stays zero.
 
-Unlike upstream (which hard-codes ``.cuda()``) everything is created on the device of the inputs.
+Everything is created on the device of the inputs, so the CPU runs it too.
 """
 from __future__ import annotations
 
