@@ -34,7 +34,7 @@ SMOKE_TESTS ?= tests/mmcv_custom/test_numpy_compat.py tests/mmcv_custom/test_tor
 .PHONY: setup test test-gpu gpu-check gpu-kit gpu-kit-dry-run kernel-check demo bench lint clean-venv smoke
 
 setup: $(VENV)/.deps-stamp
-	bash tools/install/build_dcnv3.sh $(PY)
+	bash tools/install/build_op.sh $(PY) ops_dcnv3
 	bash tools/install/build_op.sh $(PY) ops_roialign
 	bash tools/install/build_op.sh $(PY) ops_dcnv4
 	@$(PY) -c "import mmcv_custom, mmdet_custom, ops_dcnv3, ops_dcnv4; \

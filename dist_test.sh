@@ -19,8 +19,8 @@ PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 ROOT=$(cd "$(dirname "$0")" && pwd)
 shift 3  # the rest are passed through (POSIX sh: `sh dist_test.sh` works with dash too)
 # a missing config, GPUS=abc or 0: one line and status 2 before torchrun starts (the same checks as the
-# Python entry points, mmcv_custom/cli.py)
-"$PYTHON" "$ROOT/mmcv_custom/cli.py" dist_test.sh "CONFIG=$CONFIG" "CHECKPOINT=$CHECKPOINT" "GPUS=$GPUS" "NNODES=$NNODES" || exit 2
+# Python entry points, mmcv_custom/cli/errors.py)
+"$PYTHON" "$ROOT/mmcv_custom/cli/errors.py" dist_test.sh "CONFIG=$CONFIG" "CHECKPOINT=$CHECKPOINT" "GPUS=$GPUS" "NNODES=$NNODES" || exit 2
 
 PYTHONPATH="$ROOT":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \

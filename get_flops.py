@@ -18,8 +18,8 @@ import sys
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-from mmcv_custom.cli import add_debug_argument, run_cli
-from mmdet_custom.apis.cli import KeyValueAction, load_config
+from mmcv_custom.cli.checks import KeyValueAction, load_config
+from mmcv_custom.cli.errors import add_debug_argument, run_cli
 from mmdet_custom.apis.flops import count, dummy_forward, padded_shape  # noqa: F401  (dummy_forward: tests)
 from ops_common.flops import dcn_core_flops as dcnv3_flops  # noqa: F401  (the formula, for callers of get_flops)
 

@@ -28,9 +28,7 @@ from mmdet.apis import inference_detector
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
-from mmdet_custom.apis.amp import add_precision_argument
-from mmdet_custom.apis.cli import (
+from mmcv_custom.cli.checks import (
     PARTIAL_FLAG,
     check_device,
     check_image_output,
@@ -39,6 +37,8 @@ from mmdet_custom.apis.cli import (
     check_writable_file,
     load_config,
 )
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
+from mmdet_custom.apis.amp import add_precision_argument
 from mmdet_custom.apis.compile import add_compile_argument
 from mmdet_custom.apis.inference import (
     category_ids,

@@ -31,11 +31,7 @@ from mmdet.utils import build_dp, compat_cfg, get_device, get_root_logger, setup
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
-from mmcv_custom.cpu_distributed import build_ddp_any_device, enable_cpu_distributed
-from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
-from mmdet_custom.apis.amp import add_precision_argument, apply_inference_precision
-from mmdet_custom.apis.cli import (
+from mmcv_custom.cli.checks import (
     PARTIAL_FLAG,
     KeyValueAction,
     build_dataset_checked,
@@ -49,7 +45,11 @@ from mmdet_custom.apis.cli import (
     load_checkpoint_checked,
     load_config,
 )
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
+from mmdet_custom.apis import revert_sync_bn_if_single_process
+from mmdet_custom.apis.amp import add_precision_argument, apply_inference_precision
 from mmdet_custom.apis.compile import add_compile_argument, compile_backbone
+from mmdet_custom.apis.distributed import build_ddp_any_device, enable_cpu_distributed, init_distributed
 from mmdet_custom.apis.eval_plots import write_eval_plots
 from mmdet_custom.apis.tta import apply_tta
 from mmdet_custom.datasets import guard_image_loading

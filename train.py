@@ -37,13 +37,7 @@ from mmdet.utils import collect_env, get_device, get_root_logger, setup_multi_pr
 if importlib.util.find_spec('mmdet_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import mmdet_custom  # noqa: F401  (stack check, compatibility patches, registrations)
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
-from mmcv_custom.cpu_distributed import enable_cpu_distributed
-from mmcv_custom.nonfinite_loss import ACTIONS as NONFINITE_ACTIONS  # also registers NonFiniteLossHook
-from mmdet_custom.apis import init_distributed, revert_sync_bn_if_single_process
-from mmdet_custom.apis.amp import AMP_DTYPES, apply_mixed_precision, configure_mixed_precision
-from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
-from mmdet_custom.apis.cli import (
+from mmcv_custom.cli.checks import (
     PARTIAL_FLAG,
     KeyValueAction,
     build_dataset_checked,
@@ -59,6 +53,12 @@ from mmdet_custom.apis.cli import (
     read_checkpoint,
     state_dict_of,
 )
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
+from mmcv_custom.nonfinite_loss import ACTIONS as NONFINITE_ACTIONS  # also registers NonFiniteLossHook
+from mmdet_custom.apis import revert_sync_bn_if_single_process
+from mmdet_custom.apis.amp import AMP_DTYPES, apply_mixed_precision, configure_mixed_precision
+from mmdet_custom.apis.batch_size import apply_auto_scale_lr, use_gradient_accumulation
+from mmdet_custom.apis.distributed import enable_cpu_distributed, init_distributed
 from mmdet_custom.datasets import guard_image_loading
 
 
@@ -222,7 +222,7 @@ def main(argv=None) -> None:
     setup_multi_processes(cfg)
     if cfg.get('cudnn_benchmark', False):
         torch.backends.cudnn.benchmark = True
-    # The original enables TF32 for matmul and cuDNN (no effect on the CPU or before Ampere).
+    # TF32 for matmul and cuDNN, as the original training script sets it (no effect on the CPU or before Ampere).
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
     meta['seed'] = seed
     meta['exp_name'] = osp.basename(args.config)
 
-    # the datasets first (the original builds the model first): data errors surface before the slow part.
+    # the datasets first: data errors surface before the slow part.
     # An image that cannot be decoded is skipped with a warning (GuardedLoadImageFromFile).
     guard_image_loading(cfg.data.train, on_error='skip')
     datasets = [build_dataset_checked(cfg.data.train, 'data.train')]

@@ -1,11 +1,11 @@
-"""mmcv-side pieces: the stack check, the compatibility patches, the one-line error reporter of the entry points,
+"""mmcv-side pieces: the stack check, the compatibility patches, the command line of the entry points,
 the atomic checkpoint hook, the training-curves hook and the layer-decay optimizer constructor.
 
 One module per concern: ``stack_check`` (a broken install becomes one line naming the fix), ``torch_compat``
 (mmcv/mmdet on today's torch, applied here), ``numpy_compat`` (mmcv/mmdet on numpy 1.24+ and numpy 2, applied
-here), ``cpu_distributed`` (gloo runs without CUDA, applied on demand),
-``mmdeploy_compat`` (mmdeploy 0.14 on today's torch, applied by the export code), ``autocast_compat`` (mmcv's ops
-under mixed precision, applied here), ``cli`` (``UserError``, ``run_cli``).
+here), ``autocast_compat`` (mmcv's ops under mixed precision, applied here), ``cli`` (the command line:
+``UserError``, ``run_cli``, the checks of the entry points' inputs). mmdeploy's patches live with the export code
+(``mmdet_custom.deploy``), the CPU RoIAlign route with its op (``ops_roialign.mmcv_route``, installed here).
 """
 from .autocast_compat import apply_patches as apply_autocast_patches
 from .numpy_compat import apply_patches as apply_numpy_patches
@@ -17,7 +17,7 @@ apply_patches()
 apply_numpy_patches()
 apply_autocast_patches()
 
-from .roi_align_cpu import patch_mmcv_roi_align_cpu  # noqa: E402
+from ops_roialign.mmcv_route import patch_mmcv_roi_align_cpu  # noqa: E402
 
 patch_mmcv_roi_align_cpu()   # multi-threaded CPU RoIAlign, where ops_roialign is built
 

@@ -6,8 +6,8 @@ mmcv's ``CheckpointHook`` has the runner ``torch.save`` straight to ``work_dir/e
 in the same directory, flushes it to disk and renames it into place (``os.replace`` is atomic on POSIX); the
 ``latest.pth`` symlink is swapped the same way. When the write fails (a full disk), the temporary file is removed,
 the previous checkpoint and ``latest.pth`` are untouched, and the run stops with a one-line
-:class:`~mmcv_custom.cli.UserError` naming both. ``train.py`` uses it for every config whose ``checkpoint_config``
-names no other hook type.
+:class:`~mmcv_custom.cli.errors.UserError` naming both. ``train.py`` uses it for every config whose
+``checkpoint_config`` names no other hook type.
 
 One more difference: for iteration-based runners mmcv records ``meta['iter']`` one lower than the number of
 iterations the checkpoint contains (it saves before the runner increments its counter), so a run resumed from
@@ -24,7 +24,7 @@ from mmcv.parallel import is_module_wrapper
 from mmcv.runner import HOOKS, CheckpointHook, get_dist_info
 from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
 
-from .cli import UserError
+from .cli.errors import UserError
 
 TMP_SUFFIX = '.tmp'  # not '.pth': mmdet's find_latest_checkpoint must never see a half-written file
 

@@ -6,7 +6,7 @@ run) looks at the iteration's loss after the forward pass and before the optimiz
 before the optimizer's ``ABOVE_NORMAL``):
 
 * ``action='stop'`` (default): the run stops with one line naming the iteration and the loss
-  (:class:`~mmcv_custom.cli.UserError`, exit status 1); the weights are those of the last finite step;
+  (:class:`~mmcv_custom.cli.errors.UserError`, exit status 1); the weights are those of the last finite step;
 * ``action='skip'``: the step's update is skipped (no gradient reaches the model), with a warning; after
   ``max_skips`` consecutive skipped steps the run stops as with ``'stop'``.
 
@@ -20,7 +20,7 @@ import math
 import torch
 from mmcv.runner import HOOKS, Hook
 
-from .cli import UserError
+from .cli.errors import UserError
 
 ACTIONS = ('stop', 'skip', 'off')
 

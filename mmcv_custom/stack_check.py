@@ -8,15 +8,15 @@ Pins that make patches unnecessary live in ``requirements/constraints.txt``: yap
 ``FormatCode(verify=...)`` used by ``mmcv.Config``), setuptools < 82 (mmcv's setup.py needs ``pkg_resources``), and
 numpy per Python version (1.26.4 on 3.11, the tested default; numpy 2 on 3.12+, with opencv/ml-dtypes to match).
 What a pin cannot fix is patched: ``torch_compat`` (mmcv/mmdet on today's torch), ``numpy_compat`` (mmcv/mmdet on
-numpy 1.24+ and 2), ``cpu_distributed`` (distributed runs without CUDA) and ``mmdeploy_compat`` (mmdeploy 0.14 on
-today's torch).
+numpy 1.24+ and 2), ``mmdet_custom.apis.distributed`` (distributed runs without CUDA) and
+``mmdet_custom.deploy.mmdeploy_compat`` (mmdeploy 0.14 on today's torch).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 
-from .cli import UserError
+from .cli.errors import UserError
 
 MMCV_REQUIRED = '1.7'      # mmcv-full 1.7.x: the last 1.x line, accepted by mmdet 2.28 (>=1.3.17,<1.8)
 MMDET_REQUIRED = '2.28'    # mmdet 2.28.x: the last 2.x line (upstream pins 2.28.1)

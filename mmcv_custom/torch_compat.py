@@ -2,8 +2,9 @@
 
 Each patch fixes one named symptom and changes nothing else of mmcv's or mmdet's behaviour; each is covered by a test
 in ``tests/mmcv_custom/test_torch_compat.py`` showing the symptom on the unpatched stack and the fix. Patches are
-idempotent. Distributed runs without CUDA are patched separately and only on demand (``cpu_distributed``), as is
-mmdeploy (``mmdeploy_compat``).
+idempotent. Distributed runs without CUDA are patched separately and only on demand
+(``mmdet_custom.apis.distributed``), as is mmdeploy
+(``mmdet_custom.deploy.mmdeploy_compat``).
 """
 from __future__ import annotations
 

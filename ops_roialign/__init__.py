@@ -1,6 +1,6 @@
 """Multi-threaded CPU RoIAlign (``ops_roialign._C``) with mmcv's arguments and semantics.
 
-mmcv's CPU RoIAlign runs on one thread; :func:`mmcv_custom.roi_align_cpu.patch_mmcv_roi_align_cpu` routes mmcv's
+mmcv's CPU RoIAlign runs on one thread; :func:`ops_roialign.mmcv_route.patch_mmcv_roi_align_cpu` routes mmcv's
 ``RoIAlignFunction`` here for CPU tensors. Importing this package never requires the compiled extension.
 """
 from __future__ import annotations

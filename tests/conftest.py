@@ -51,6 +51,20 @@ def compiled_core_calls(monkeypatch) -> list:
     return calls
 
 
+@pytest.fixture
+def gloo_world_of_one():
+    """A one-process gloo group on the CPU, for the distributed patches (tests/apis, tests/mmcv_custom)."""
+    import socket
+
+    import torch.distributed as dist
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
 @functools.lru_cache(maxsize=1)
 def _slurm_unavailable() -> str | None:
     """Why no Slurm controller can run the `slurm` tests, or None when `scontrol ping` finds one UP."""

@@ -20,7 +20,7 @@ from PIL import Image
 
 if importlib.util.find_spec('mmcv_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmcv_custom.cli import UserError, run_cli
+from mmcv_custom.cli.errors import UserError, run_cli
 
 
 def convert_record(record: dict, image_id: int, next_ann_id: int, image_dir: str) -> tuple[dict, list[dict]]:

@@ -25,7 +25,7 @@ import numpy as np
 
 if importlib.util.find_spec('mmcv_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmcv_custom.cli import UserError, run_cli
+from mmcv_custom.cli.errors import UserError, run_cli
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
 

@@ -14,7 +14,7 @@ import sys
 
 if importlib.util.find_spec('mmcv_custom') is None:  # not installed (`make setup` does): this script's repository
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
 from mmcv_custom.training_curves import write_training_curves
 
 

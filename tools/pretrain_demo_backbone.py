@@ -32,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, for `tools` and the plugin
 
-from mmcv_custom.cli import run_cli  # noqa: E402
+from mmcv_custom.cli.errors import run_cli  # noqa: E402
 from mmdet_custom.models.backbones import InternImage  # noqa: E402
 from tools.make_synthetic_coco import CLASSES, render_image  # noqa: E402
 

@@ -11,11 +11,11 @@ slurm_fail() {
     exit 2
 }
 
-# The checks themselves are the entry points' and dist_*.sh's (mmcv_custom/cli.py, standard library only): one
+# The checks themselves are the entry points' and dist_*.sh's (mmcv_custom/cli/errors.py, standard library only): one
 # checker, one wording. Each prints its one line and exits 2.
 slurm_python_check() {  # slurm_python_check NAME=VALUE...
     [ -n "$PYTHON" ] || slurm_fail "no python or python3 on PATH (set PYTHON)"
-    "$PYTHON" "$ROOT/mmcv_custom/cli.py" "$PROG" "$@" || exit 2
+    "$PYTHON" "$ROOT/mmcv_custom/cli/errors.py" "$PROG" "$@" || exit 2
 }
 
 slurm_check_count() {  # slurm_check_count NAME VALUE: a positive integer

@@ -23,7 +23,7 @@ import logging
 
 import torch
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 

@@ -17,7 +17,7 @@ that pair into mmcv's ``GradientCumulativeFp16OptimizerHook`` (same loss scaling
 """
 from __future__ import annotations
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 ACCUMULATING_HOOKS = ('GradientCumulativeOptimizerHook', 'GradientCumulativeFp16OptimizerHook')
 

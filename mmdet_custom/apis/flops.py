@@ -8,7 +8,7 @@ import torch
 from mmcv.cnn import get_model_complexity_info
 from mmdet.models import build_detector
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 __all__ = ['count', 'dummy_forward', 'padded_shape']
 

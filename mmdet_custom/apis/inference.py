@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
@@ -58,8 +58,9 @@ def load_detector(config, checkpoint: str | None, device: str | None = None, cfg
     from mmdet.apis import init_detector
     from mmdet.core import get_classes
 
+    from mmcv_custom.cli.checks import load_checkpoint_checked, load_config
+
     from .amp import apply_inference_precision
-    from .cli import load_checkpoint_checked, load_config
     from .compile import compile_backbone
 
     if device is None:

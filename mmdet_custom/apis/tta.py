@@ -11,7 +11,7 @@ added. The models merge the augmentations themselves in ``aug_test``: mmdet's ru
 """
 from __future__ import annotations
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 DEFAULT_TTA = dict(flip=True, flip_direction='horizontal')
 TTA_KEYS = ('img_scale', 'scale_factor', 'flip', 'flip_direction')

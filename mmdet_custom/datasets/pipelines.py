@@ -16,7 +16,7 @@ import warnings
 from mmdet.datasets.builder import PIPELINES
 from mmdet.datasets.pipelines import LoadImageFromFile
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 
 ON_ERROR_CHOICES = ('raise', 'skip')
 

@@ -103,7 +103,7 @@ def _patch_layer_norm_symbolic_from_opset17() -> None:
     from mmdeploy.pytorch.ops.layer_norm import layer_norm__default
     from torch.onnx import symbolic_opset17
 
-    from mmcv_custom.mmdeploy_compat import _exported_opset, _replace_symbolic
+    from .mmdeploy_compat import _exported_opset, _replace_symbolic
 
     def layer_norm__opset_aware(ctx, g, input, normalized_shape, weight, bias, eps, cudnn_enable):
         if _exported_opset(ctx) >= LAYER_NORMALIZATION_MIN_OPSET:

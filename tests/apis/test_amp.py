@@ -14,7 +14,7 @@ from mmcv import Config
 from mmcv.parallel import collate
 
 import mmdet_custom  # noqa: F401
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.amp import apply_mixed_precision, configure_mixed_precision
 from tests.helpers import make_coco_dataset
 

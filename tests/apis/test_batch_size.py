@@ -13,7 +13,7 @@ from mmcv.utils import build_from_cfg
 from torch import nn
 
 import mmdet_custom  # noqa: F401  (registers InternImage and the layer-decay constructor)
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.batch_size import (
     apply_auto_scale_lr,
     cumulative_iters,

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import mmdet_custom  # noqa: F401  (registrations, patches)
-from mmcv_custom.cli import UserError
-from mmdet_custom.apis.cli import drop_ema_buffers, load_checkpoint_checked
+from mmcv_custom.cli.checks import drop_ema_buffers, load_checkpoint_checked
+from mmcv_custom.cli.errors import UserError
 
 
 def small_model() -> nn.Module:

@@ -13,8 +13,8 @@ from mmdet.apis import inference_detector
 from mmdet.models import build_detector
 
 import mmdet_custom  # noqa: F401
-from mmcv_custom.cli import UserError
-from mmdet_custom.apis.cli import load_config
+from mmcv_custom.cli.checks import load_config
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.inference import (
     Prediction,
     category_ids,

@@ -12,7 +12,7 @@ from mmdet.datasets.pipelines import Compose
 from mmdet.models import build_detector
 
 import mmdet_custom  # noqa: F401  (registers InternImage)
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.tta import apply_tta
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from mmdet.datasets import build_dataset
 from mmdet.models import build_detector
 
 import mmdet_custom  # noqa: F401
-from mmdet_custom.apis.cli import load_config
+from mmcv_custom.cli.checks import load_config
 from tools.dataset_converters.to_coco import main as to_coco
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,10 +83,10 @@ def test_templates_size_the_heads_by_their_classes():
 
 
 def test_a_class_mismatch_is_refused_before_training(tmp_path):
-    """The checks train.py runs (mmdet_custom/apis/cli.py) on a converted dataset and a template: a class the
+    """The checks train.py runs (mmcv_custom/cli/checks.py) on a converted dataset and a template: a class the
     annotation file lacks, and heads sized for fewer classes than `classes`, each one line naming both sides."""
-    from mmcv_custom.cli import UserError
-    from mmdet_custom.apis.cli import check_annotation_files, check_classes_match_heads
+    from mmcv_custom.cli.checks import check_annotation_files, check_classes_match_heads
+    from mmcv_custom.cli.errors import UserError
 
     labelme_dataset(tmp_path)
     good = load_config(str(MASK_TEMPLATE), options(tmp_path, ('leaf', 'stone')))

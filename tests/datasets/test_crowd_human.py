@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import mmdet_custom  # noqa: F401  (registers CrowdHumanDataset)
-from mmcv_custom.cli import run_cli
+from mmcv_custom.cli.errors import run_cli
 from mmdet_custom.datasets.crowd_human import (
     CrowdHumanDataset,
     crowdhuman_ap,

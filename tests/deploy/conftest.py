@@ -116,7 +116,7 @@ def mmdeploy_stack():
     pytest.importorskip('onnxruntime')
     import mmcv_custom  # noqa: F401
     import mmdet_custom  # noqa: F401
-    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
+    from mmdet_custom.deploy.mmdeploy_compat import apply_mmdeploy_patches
     apply_mmdeploy_patches()
 
 

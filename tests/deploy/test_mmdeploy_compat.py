@@ -1,4 +1,4 @@
-"""mmcv_custom/mmdeploy_compat.py: each patch on a tiny module, exported through mmdeploy's own export
+"""mmdet_custom/deploy/mmdeploy_compat.py: each patch on a tiny module, exported through mmdeploy's own export
 function and run in a stock ONNX Runtime against PyTorch. Each test fails without its patch."""
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_tensorrt_grid_priors_unsqueeze_is_valid_at_opset16(mmdeploy_stack, tmp_
 def test_export_uses_torchscript_exporter_and_patches_are_idempotent(mmdeploy_stack, tmp_path):
     from mmdeploy.core import FUNCTION_REWRITER, SYMBOLIC_REWRITER
 
-    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
+    from mmdet_custom.deploy.mmdeploy_compat import apply_mmdeploy_patches
     counts = lambda: (len(FUNCTION_REWRITER._registry._rewrite_records['torch.onnx.export']),  # noqa: E731
                       len(SYMBOLIC_REWRITER._registry._rewrite_records['squeeze']),
                       len(SYMBOLIC_REWRITER._registry._rewrite_records['grid_sampler']))

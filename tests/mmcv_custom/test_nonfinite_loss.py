@@ -9,7 +9,7 @@ import torch
 from mmcv.runner import HOOKS, OptimizerHook
 from torch import nn
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmcv_custom.nonfinite_loss import NonFiniteLossHook
 
 

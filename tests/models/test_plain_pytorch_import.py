@@ -64,6 +64,20 @@ def test_backbones_build_and_run_without_mmcv_and_mmdet():
                                      '[(1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)]')
 
 
+def test_roialign_package_and_its_mmcv_route_import_without_mmcv():
+    """The route to mmcv (ops_roialign.mmcv_route) lives in the op package: it imports mmcv only when installed."""
+    result = run_blocked('''
+        import ops_roialign
+        from ops_roialign.mmcv_route import patch_mmcv_roi_align_cpu
+        assert not any(name.split('.')[0] in ('mmcv', 'mmdet', 'mmcv_custom') for name in sys.modules)
+        try:
+            patch_mmcv_roi_align_cpu()
+        except ImportError as error:
+            print('refused:', error)
+    ''')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('refused: mmcv')
+
 def test_flash_intern_image_builds_and_runs_without_mmcv_and_mmdet():
     result = run_blocked('''
         import warnings

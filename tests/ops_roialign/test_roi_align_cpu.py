@@ -16,7 +16,7 @@ mmcv_roi_align = pytest.importorskip('mmcv.ops.roi_align')
 from mmcv.ops import roi_align  # noqa: E402
 
 import mmcv_custom  # noqa: E402,F401  (installs the hook)
-from mmcv_custom.roi_align_cpu import roi_align_kernel_installed  # noqa: E402
+from ops_roialign.mmcv_route import roi_align_kernel_installed  # noqa: E402
 
 KERNEL = ops_roialign.load_extension()
 

@@ -224,7 +224,7 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(helpers, trained_r
 
 
 def test_debug_switch_shows_the_traceback(helpers, shapes_data, text_checkpoint, monkeypatch):
-    from mmcv_custom.cli import UserError
+    from mmcv_custom.cli.errors import UserError
     text = text_checkpoint
     monkeypatch.setenv('INTERNIMAGE_DEBUG', '1')
     with pytest.raises(UserError, match='cannot be read, truncated or not a checkpoint'):

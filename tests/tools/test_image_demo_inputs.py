@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import image_demo
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.inference import load_detector, predict
 from tests.apis.test_inference import CLASSES, shapes_image, write_tiny_model
 

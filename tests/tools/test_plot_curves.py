@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from tools.plot_curves import main
 
 

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from mmdet_custom.apis.distributed import _slurm_master_addr
 
 # ----------------------------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ def build(config: str, device: torch.device, precision: str):
 
     import mmcv_custom  # noqa: F401  (registers the optimizer constructor, the compat patches)
     import mmdet_custom  # noqa: F401  (registers the backbones, heads, detectors)
+    from mmcv_custom.cli.checks import load_config
     from mmdet_custom.apis.amp import apply_mixed_precision
-    from mmdet_custom.apis.cli import load_config
 
     get_root_logger(log_level=logging.WARNING)  # the optimizer constructor's parameter-group dump is not a figure
     cfg = load_config(os.path.join(ROOT, config))

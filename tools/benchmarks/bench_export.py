@@ -167,13 +167,11 @@ def main() -> None:
 
     import mmcv_custom  # noqa: F401
     import mmdet_custom  # noqa: F401
-    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
-    from mmcv_custom.roi_align_cpu import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
     from mmdet_custom.apis.amp import apply_inference_precision
     from mmdet_custom.apis.compile import compile_backbone
-    from mmdet_custom.deploy import apply_export_rewriters
-    apply_mmdeploy_patches()
-    apply_export_rewriters()
+    from mmdet_custom.deploy import apply_export_patches
+    from ops_roialign.mmcv_route import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
+    apply_export_patches()
     from mmdeploy.apis import build_task_processor
     from mmdeploy.apis.onnx import export
     from mmdeploy.core import RewriterContext, patch_model

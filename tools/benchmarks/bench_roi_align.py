@@ -36,7 +36,7 @@ def main() -> int:
     from mmcv.ops import roi_align
 
     import mmcv_custom  # noqa: F401  (installs the hook where ops_roialign is built)
-    from mmcv_custom.roi_align_cpu import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
+    from ops_roialign.mmcv_route import patch_mmcv_roi_align_cpu, roi_align_kernel_installed
 
     if not roi_align_kernel_installed():
         print('ops_roialign._C is not built (make setup builds it): nothing to compare')

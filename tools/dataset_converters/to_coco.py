@@ -34,7 +34,7 @@ from pathlib import Path
 
 if __package__ in (None, ''):  # run as a script: make `mmcv_custom` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from mmcv_custom.cli import UserError, add_debug_argument, run_cli
+from mmcv_custom.cli.errors import UserError, add_debug_argument, run_cli
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

@@ -1,10 +1,9 @@
 """``FPN_vitdet``: mmdet's FPN with LayerNorm over the channels of every conv (the FlashInternImage necks).
 
-The original copies mmdet's FPN and swaps its ConvModules for ones that permute NCHW maps to channels-last around a
-``LN`` norm; everything else (laterals, top-down sum, 3x3 output convs, max-pool extra levels, Xavier init) is
-mmdet's. Here the FPN is mmdet's own and only the norm differs: ``norm_cfg=dict(type='LN')`` is built as
-:class:`ChannelsFirstLayerNorm`, a LayerNorm over dim 1, whose mmcv abbreviation is still ``ln`` so the state-dict
-keys (``lateral_convs.0.ln.weight``, convs without bias) are the released checkpoints'.
+The FPN is mmdet's own (laterals, top-down sum, 3x3 output convs, max-pool extra levels, Xavier init); only the norm
+is new: ``norm_cfg=dict(type='LN')`` is built as :class:`ChannelsFirstLayerNorm`, a LayerNorm over dim 1, whose mmcv
+abbreviation is still ``ln`` so the state-dict keys (``lateral_convs.0.ln.weight``, convs without bias) are the
+released checkpoints'.
 """
 from __future__ import annotations
 

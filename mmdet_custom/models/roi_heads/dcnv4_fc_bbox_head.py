@@ -1,9 +1,8 @@
 """``DCNv4FCBBoxHead``: the box head name of the Cascade FlashInternImage-L 1x config.
 
-In the original it is a copy of mmdet's ConvFCBBoxHead with a ``with_dcn`` switch meant to put DCNv4 in the
-shared convs; that path was never finished (it asserts), so the released model uses ``with_dcn=False``: plain
-3x3 ConvModules, the same layers and state-dict keys as ConvFCBBoxHead. Here it *is* mmdet's ConvFCBBoxHead, with
-the unfinished switch refused in one line.
+mmdet's ConvFCBBoxHead under that name. Its ``with_dcn`` switch (DCNv4 in the shared convs) was never implemented,
+so the released model uses ``with_dcn=False``: plain 3x3 ConvModules, the same layers and state-dict keys as
+ConvFCBBoxHead; ``with_dcn=True`` is refused in one line.
 """
 from __future__ import annotations
 

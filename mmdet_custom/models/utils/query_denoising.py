@@ -9,12 +9,13 @@ Layout of the ``pad_size = 2 * m * num_groups`` denoising slots of each image (`
 batch): block ``i`` (``i = 2g`` positive / ``2g + 1`` negative copy of group ``g``) starts at ``i * m``; the image's
 ``n_b`` GTs occupy the first ``n_b`` positions of each block, the rest stays zero.
 
-Unlike upstream (which hard-codes ``.cuda()``) everything is created on the device of the inputs.
+Everything is created on the device of the inputs, so the CPU runs it too.
 """
 from __future__ import annotations
 
 import torch
 from mmcv.runner import BaseModule
+from mmcv.utils import Registry
 from mmdet.core import bbox_xyxy_to_cxcywh
 from mmdet.models.utils.transformer import inverse_sigmoid
 from torch import Tensor, nn
@@ -157,7 +158,11 @@ class CdnQueryGenerator(DnQueryGenerator):
     """Contrastive denoising generator: same behaviour as :class:`DnQueryGenerator` (upstream's naming)."""
 
 
-DN_GENERATORS = {'DnQueryGenerator': DnQueryGenerator, 'CdnQueryGenerator': CdnQueryGenerator}
+# A registry, not a dict: the entry points' check of config ``type=`` names (mmcv_custom.cli.checks) finds every
+# registry of the imported modules, so it knows these names without importing the plugin.
+DN_GENERATORS = Registry('dn query generator')
+DN_GENERATORS.register_module(module=DnQueryGenerator)
+DN_GENERATORS.register_module(module=CdnQueryGenerator)
 
 
 def build_dn_generator(dn_args: dict | None) -> DnQueryGenerator | None:
@@ -166,6 +171,7 @@ def build_dn_generator(dn_args: dict | None) -> DnQueryGenerator | None:
         return None
     dn_args = dict(dn_args)
     type_name = dn_args.pop('type', None)
-    if type_name not in DN_GENERATORS:
-        raise ValueError(f'dn_cfg.type must be one of {sorted(DN_GENERATORS)}, got {type_name!r}')
-    return DN_GENERATORS[type_name](**dn_args)
+    generator = DN_GENERATORS.get(type_name) if isinstance(type_name, str) else None
+    if generator is None:
+        raise ValueError(f'dn_cfg.type must be one of {sorted(DN_GENERATORS.module_dict)}, got {type_name!r}')
+    return generator(**dn_args)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mmcv_custom.cli import UserError
+from mmcv_custom.cli.errors import UserError
 from tools.dataset_converters.to_coco import main
 
 VOC_XML = """<annotation>

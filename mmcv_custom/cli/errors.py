@@ -72,7 +72,7 @@ def run_cli(main: Callable[[], object], program: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Argument checks shared by the Python entry points and the shell launchers (dist_train.sh, dist_test.sh call
-# ``python mmcv_custom/cli.py PROGRAM NAME=VALUE...`` before torchrun; this module imports nothing heavy).
+# ``python mmcv_custom/cli/errors.py PROGRAM NAME=VALUE...`` before torchrun; this module imports nothing heavy).
 # ----------------------------------------------------------------------------------------------------------
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
@@ -122,5 +122,5 @@ def check_launcher_args(program: str, items: Sequence[str]) -> int:
     return 0
 
 
-if __name__ == '__main__':  # python mmcv_custom/cli.py dist_train.sh CONFIG=... GPUS=...
+if __name__ == '__main__':  # python mmcv_custom/cli/errors.py dist_train.sh CONFIG=... GPUS=...
     sys.exit(check_launcher_args(sys.argv[1], sys.argv[2:]))

@@ -1,6 +1,6 @@
 """What the entry points (train.py, test.py, image_demo.py, get_flops.py, deploy.py) check before they build anything,
-each failure a :class:`~mmcv_custom.cli.UserError` naming the file, field or argument (one line, exit status 1,
-through :func:`~mmcv_custom.cli.run_cli`):
+each failure a :class:`~mmcv_custom.cli.errors.UserError` naming the file, field or argument (one line, exit status 1,
+through :func:`~mmcv_custom.cli.errors.run_cli`):
 
 * configs: :func:`load_config` (missing file, syntax error, bad ``--cfg-options``, a field of the wrong type, a
   ``type=`` that no registry knows, with the nearest registered names);
@@ -29,13 +29,13 @@ from numbers import Real
 
 from mmcv import DictAction
 
-from mmcv_custom.cli import UserError, check_config_path, debug_requested
-from mmdet_custom.datasets.checks import (
+from .dataset_checks import (
     DatasetFileError,
     check_coco_records,
     check_dataset_files,
     leaf_dataset_configs,
 )
+from .errors import UserError, check_config_path, debug_requested
 
 # ----------------------------------------------------------------------------------------------------------
 # Config loading and field checks
@@ -98,13 +98,12 @@ def check_config_types(cfg, field_types: dict[str, tuple[type, ...]] | None = No
 def registered_type_names() -> set[str]:
     """Every name registered in an mmcv ``Registry`` of the imported modules (mmcv, mmdet and this plugin), plus the
     names looked up without a registry: the ``mmcv.ops`` classes and functions mmdet finds by name
-    (``roi_layer=dict(type='RoIAlign')``, ``nms=dict(type='nms')``) and DINO's ``dn_cfg`` generators."""
+    (``roi_layer=dict(type='RoIAlign')``, ``nms=dict(type='nms')``). The plugin's names are known once it is
+    imported (every config of this repository imports it: ``custom_imports``)."""
     import mmcv.ops
     from mmcv.utils import Registry
 
-    from mmdet_custom.models.utils.query_denoising import DN_GENERATORS
-
-    names = {name for name in dir(mmcv.ops) if not name.startswith('_')} | set(DN_GENERATORS)
+    names = {name for name in dir(mmcv.ops) if not name.startswith('_')}
     seen: set[int] = set()
     with warnings.catch_warnings():   # isinstance() on deprecated module attributes (torch's) warns
         warnings.simplefilter('ignore')
@@ -476,7 +475,7 @@ def check_annotation_files(data_cfg, field: str, config_file: str | None = None,
                            evaluated: bool = False, training: bool = False) -> None:
     """Raise :class:`UserError` for a missing dataset file or folder (``check_dataset_files``), an empty or
     non-JSON annotation file in ``data_cfg``, or a COCO-format file whose records would fail mid-run
-    (:func:`~mmdet_custom.datasets.checks.check_coco_records`; ``need_masks`` defaults to what the dataset's
+    (:func:`~mmcv_custom.cli.dataset_checks.check_coco_records`; ``need_masks`` defaults to what the dataset's
     pipeline loads)."""
     try:
         check_dataset_files(data_cfg, field, config_file=config_file)

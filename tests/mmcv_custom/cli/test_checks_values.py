@@ -1,4 +1,4 @@
-"""The entry points' second round of checks (mmdet_custom/apis/cli.py): the one config loader (the user's file and
+"""The entry points' second round of checks (mmcv_custom/cli/checks.py): the one config loader (the user's file and
 line, no noise from mmcv's temporary copy), ``--cfg-options`` items, the validation pass over the merged config,
 ``--eval-options``, devices and output pictures, and the checkpoint checks of every load path."""
 from __future__ import annotations
@@ -13,8 +13,7 @@ import pytest
 import torch
 
 import mmdet_custom  # noqa: F401  (registrations)
-from mmcv_custom.cli import UserError
-from mmdet_custom.apis.cli import (
+from mmcv_custom.cli.checks import (
     KeyValueAction,
     check_device,
     check_eval_options,
@@ -29,8 +28,9 @@ from mmdet_custom.apis.cli import (
     read_config,
     state_dict_of,
 )
+from mmcv_custom.cli.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO = str(REPO / 'configs/demo/mask_rcnn_internimage_demo_shapes_scratch.py')
 
 

@@ -1,5 +1,6 @@
 """mmdeploy 0.14 (upstream's pin) on today's torch: export patches, applied only by the export code (``deploy.py``,
-``tools/benchmarks/bench_export.py``) through :func:`apply_mmdeploy_patches`, never at import. Each is covered by
+``tools/benchmarks/bench_export.py``) through :func:`apply_mmdeploy_patches` (or ``apply_export_patches``, which
+applies them before this package's rewriters), never at import. Each is covered by
 ``tests/deploy/test_mmdeploy_compat.py``. They change mmdeploy's own rewrites only; torch is untouched.
 
 Why opset 16: DCNv3 exports through the standard ``GridSample`` operator, defined from opset 16 on, so the ONNX file
@@ -10,8 +11,8 @@ is valid at the exported opset, and are unchanged below opset 13.
 """
 from __future__ import annotations
 
-from .cli import UserError
-from .stack_check import installed_version
+from mmcv_custom.cli.errors import UserError
+from mmcv_custom.stack_check import installed_version
 
 MMDEPLOY_REQUIRED = '0.14'
 ONNX_INT64 = 7                 # onnx.TensorProto.INT64, the ``to`` attribute of Cast

@@ -11,7 +11,7 @@ import difflib
 import os.path as osp
 from collections.abc import Iterator
 
-from mmcv_custom.cli import UserError
+from .errors import UserError
 
 # Fields of mmdet dataset configs that name an input file (OpenImages has several besides ann_file).
 FILE_FIELDS = ('ann_file', 'label_file', 'hierarchy_file', 'meta_file', 'image_level_ann_file')

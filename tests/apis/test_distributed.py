@@ -1,11 +1,11 @@
-"""mmcv_custom/cpu_distributed.py: mmdet's distributed code paths on a gloo group without CUDA."""
+"""mmdet_custom/apis/distributed.py: mmdet's distributed code paths on a gloo group without CUDA."""
 import pytest
 import torch
 from mmcv.parallel import DataContainer
 from torch import nn
 
 import mmcv_custom  # noqa: F401
-from mmcv_custom.cpu_distributed import build_ddp_any_device, enable_cpu_distributed
+from mmdet_custom.apis.distributed import build_ddp_any_device, enable_cpu_distributed
 
 
 class _Detector(nn.Module):

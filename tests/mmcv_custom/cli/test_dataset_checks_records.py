@@ -1,4 +1,4 @@
-"""COCO-format annotation records checked before a run (mmdet_custom/datasets/checks.py): what would otherwise fail
+"""COCO-format annotation records checked before a run (mmcv_custom/cli/dataset_checks.py): what would otherwise fail
 mid-training or in COCOeval without naming the file, or silently shift labels or train on empty images."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from mmcv_custom.cli import UserError
-from mmdet_custom.apis.cli import check_annotation_files
-from mmdet_custom.datasets.checks import check_coco_records
+from mmcv_custom.cli.checks import check_annotation_files
+from mmcv_custom.cli.dataset_checks import check_coco_records
+from mmcv_custom.cli.errors import UserError
 
 GOOD = {
     'images': [{'id': 1, 'file_name': 'a.jpg', 'height': 64, 'width': 64}],

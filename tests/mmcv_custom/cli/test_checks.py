@@ -1,4 +1,4 @@
-"""The entry points' checks (mmdet_custom/apis/cli.py) on their own: registered type names (no false alarm on any
+"""The entry points' checks (mmcv_custom/cli/checks.py) on their own: registered type names (no false alarm on any
 shipped config), evaluation metrics per dataset, and checkpoints."""
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from mmcv import Config
 from torch import nn
 
 import mmdet_custom  # noqa: F401  (registrations)
-from mmcv_custom.cli import UserError
-from mmdet_custom.apis.cli import (
+from mmcv_custom.cli.checks import (
     check_checkpoint_matches,
     check_eval_args,
     check_registered_types,
@@ -19,8 +18,9 @@ from mmdet_custom.apis.cli import (
     read_checkpoint,
     state_dict_of,
 )
+from mmcv_custom.cli.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from mmcv import Config
 
-from mmdet_custom.datasets.checks import DatasetFileError, check_dataset_files
+from mmcv_custom.cli.dataset_checks import DatasetFileError, check_dataset_files
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize('config, split, field, path', [

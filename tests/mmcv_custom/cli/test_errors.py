@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mmcv_custom.cli import UserError, check_launcher_args, error_line, run_cli
+from mmcv_custom.cli.errors import UserError, check_launcher_args, error_line, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 PROGRAM = '''
 import sys
-from mmcv_custom.cli import UserError, run_cli
+from mmcv_custom.cli.errors import UserError, run_cli
 
 def main():
     raise UserError('config file x.py does not exist')
@@ -42,7 +42,7 @@ def test_debug_shows_the_traceback(args, env):
     result = _run(*args, env=env)
     assert result.returncode == 1
     assert 'Traceback (most recent call last)' in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == 'mmcv_custom.cli.UserError: config file x.py does not exist'
+    assert result.stderr.strip().splitlines()[-1] == 'mmcv_custom.cli.errors.UserError: config file x.py does not exist'
 
 
 def test_other_exceptions_keep_their_traceback():

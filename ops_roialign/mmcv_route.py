@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from . import load_extension
+
 OPT_OUT_VARIABLE = 'INTERNIMAGE_MMCV_ROI_ALIGN'
 
 
@@ -56,8 +58,6 @@ def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
 
     ``enable=None``: the kernel unless ``INTERNIMAGE_MMCV_ROI_ALIGN=1``. Without the compiled kernel: mmcv's.
     """
-    from ops_roialign import load_extension
-
     mmcv_roi_align = _mmcv_roi_align_module()
 
     if enable is None:
@@ -70,7 +70,8 @@ def patch_mmcv_roi_align_cpu(enable: bool | None = None) -> bool:
 
 
 def _mmcv_roi_align_module():
-    # The module itself: ``from mmcv.ops import roi_align`` gives the function of the same name.
+    # The module itself: ``from mmcv.ops import roi_align`` gives the function of the same name. mmcv is imported
+    # here only, when the route is installed: the op package imports with torch alone.
     return importlib.import_module('mmcv.ops.roi_align')
 
 
