@@ -4,8 +4,8 @@
 
 Steps: check the inputs -> SDK info files (``--dump-info``) -> PyTorch to ONNX -> partition (if the deploy config asks)
 -> int8 calibration data (if it asks) -> backend files (a TensorRT engine, OpenVINO IR ``end2end.xml``/``.bin``, ...;
-ONNX Runtime runs ``end2end.onnx`` as it is) -> the backend's and PyTorch's results drawn on the test image(s) (``output_<backend>.jpg``,
-``output_pytorch.jpg``).
+ONNX Runtime runs ``end2end.onnx`` as it is) -> the backend's and PyTorch's results drawn on the test image(s)
+(``output_<backend>.jpg``, ``output_pytorch.jpg``).
 
 DCNv3 is exported through the standard ``GridSample`` operator (the deploy configs use opset 16), so no ONNX file holds
 a custom DCNv3 node: with the ONNX Runtime deploy configs the file has standard operators only and runs in a stock
@@ -116,9 +116,10 @@ def load_configs(deploy_cfg_path: str, model_cfg_path: str):
     if ir_config.get('type') != 'onnx':
         raise UserError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
                           'representation; this deploy.py exports ONNX only')
+    from mmdeploy.utils import Backend
+
     from mmdet_custom.deploy import chosen_op
     from mmdet_custom.deploy.openvino_backend import backend_options
-    from mmdeploy.utils import Backend
     try:
         chosen_op(deploy_cfg)
         if get_backend(deploy_cfg) == Backend.OPENVINO:

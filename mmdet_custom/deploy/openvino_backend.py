@@ -11,7 +11,7 @@ import contextlib
 import os.path as osp
 from typing import Sequence
 
-from .openvino_runner import MISSING, PRECISIONS
+from .openvino_runner import PRECISIONS
 
 
 def backend_options(deploy_cfg) -> dict:
@@ -29,8 +29,12 @@ def backend_options(deploy_cfg) -> dict:
 
 def missing_reason() -> str | None:
     """Why OpenVINO cannot run here (naming the extra), or None."""
-    import importlib.util
-    return None if importlib.util.find_spec('openvino') else MISSING
+    from .openvino_runner import OpenVINONotInstalled, import_openvino
+    try:
+        import_openvino()
+    except OpenVINONotInstalled as error:
+        return str(error)
+    return None
 
 
 def to_backend(onnx_files: Sequence[str], work_dir: str) -> list[str]:

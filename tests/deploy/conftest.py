@@ -89,6 +89,23 @@ def write_random_checkpoint(model_cfg_path: Path, checkpoint_path: Path, seed: i
     return checkpoint_path
 
 
+def perturb_dcnv3_offsets(checkpoint_path: Path, seed: int = 0) -> Path:
+    """The checkpoint with random DCNv3 offset and mask projections (rewritten in place): DCNv3 initialises them to
+    zero, which samples the regular grid; perturbed, the offsets are several pixels (some samples beyond the map's
+    borders) and the masks uneven, so the deformable sampling is exercised."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+    state_dict = checkpoint['state_dict']
+    for name, tensor in state_dict.items():
+        if '.dcn.offset.' in name:
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * (0.3 if name.endswith('weight') else 2.0))
+        elif '.dcn.mask.weight' in name:
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+    torch.save(checkpoint, checkpoint_path)
+    return checkpoint_path
+
+
 def run_deploy(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, str(REPO / 'deploy.py'), *args], capture_output=True, text=True,
@@ -106,6 +123,7 @@ def kit() -> SimpleNamespace:
         REPO=REPO, DEPLOY_CONFIGS=DEPLOY_CONFIGS, DEMO_IMAGE=DEMO_IMAGE, SCORE_THRESHOLD=SCORE_THRESHOLD,
         MAX_DETECTIONS=MAX_DETECTIONS,
         write_model_config=write_model_config, write_random_checkpoint=write_random_checkpoint,
+        perturb_dcnv3_offsets=perturb_dcnv3_offsets,
         run_deploy=run_deploy, error_lines=error_lines)
 
 
