@@ -67,9 +67,12 @@ def deform_conv_extension():
 def read_model(model_file: str):
     """The ONNX file (DeformConv through :func:`deform_conv_extension`) or OpenVINO IR (``.xml``, its ``.bin``
     beside it) as an ``openvino.Model``."""
+    from .dcnv3_openvino_op import conversion_extension, op_extension
     ov = import_openvino()
     core = ov.Core()
     core.add_extension(deform_conv_extension())
+    core.add_extension(conversion_extension())   # mmdet_custom::DCNv3 (dcnv3_onnx_op='DCNv3') in ONNX
+    core.add_extension(op_extension())           # and in IR
     return core.read_model(model_file)
 
 
@@ -78,7 +81,8 @@ def convert_to_ir(onnx_file: str, xml_file: str | None = None) -> str:
     in the ``.bin`` beside it, kept in float32: no fp16 compression); returns the ``.xml`` path."""
     ov = import_openvino()
     xml_file = xml_file or os.path.splitext(onnx_file)[0] + '.xml'
-    model = ov.convert_model(onnx_file, extension=[deform_conv_extension()])
+    from .dcnv3_openvino_op import conversion_extension
+    model = ov.convert_model(onnx_file, extension=[deform_conv_extension(), conversion_extension()])
     ov.save_model(model, xml_file, compress_to_fp16=False)
     return xml_file
 
