@@ -2,7 +2,8 @@
 Mask R-CNN InternImage (one block per stage, random weights, DCNv3 offsets perturbed so the deformable sampling is
 exercised) exports to OpenVINO IR, and OpenVINO float32 equals PyTorch (DCNv3 on the project's own core, not on the
 DeformConv rewrite the export traces); a wrong border mode in the conversion is caught by the same comparison; a
-missing openvino is one error line naming the extra."""
+missing openvino is one error line naming the extra; the same model with DCNv3 on the project's kernel inside
+OpenVINO (the dcnv3op config) equals PyTorch too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +20,7 @@ OPENVINO_CONFIGS = {
     'instance-seg/instance-seg_openvino-bf16_static-800x1344.py': (['dets', 'labels', 'masks'], 'bf16'),
     'detection/detection_openvino_static-800x1344.py': (['dets', 'labels'], 'fp32'),
     'detection/detection_openvino-bf16_static-800x1344.py': (['dets', 'labels'], 'bf16'),
+    'instance-seg/instance-seg_openvino-dcnv3op_static-800x1344.py': (['dets', 'labels', 'masks'], 'fp32'),
 }
 EXPORT_SHAPE = [256, 192]      # (width, height): the small test model at a small static size
 DCNV3_LAYERS = 4               # one block per stage
@@ -37,7 +39,8 @@ def test_openvino_configs_load(name):
     output_names, precision = OPENVINO_CONFIGS[name]
     ir_config = get_ir_config(deploy_cfg)
     assert get_backend(deploy_cfg).value == 'openvino'
-    assert ir_config['opset_version'] == 19 and chosen_op(deploy_cfg) == 'DeformConv'
+    assert ir_config['opset_version'] == 19
+    assert chosen_op(deploy_cfg) == ('DCNv3' if 'dcnv3op' in name else 'DeformConv')
     assert ir_config['output_names'] == output_names
     assert get_input_shape(deploy_cfg) == [1344, 800] and not get_dynamic_axes(deploy_cfg)
     assert backend_options(deploy_cfg) == dict(precision=precision, threads=None)
@@ -68,9 +71,9 @@ def test_missing_openvino_names_the_extra(monkeypatch):
         openvino_runner.read_model('end2end.xml')
 
 
-def _deploy_cfg(directory: Path, kit) -> Path:
-    path = directory / 'instance-seg_openvino_test.py'
-    source = DEPLOY_CONFIGS / 'instance-seg' / 'instance-seg_openvino_static-800x1344.py'
+def _deploy_cfg(directory: Path, kit, name: str = 'instance-seg_openvino_static-800x1344.py') -> Path:
+    path = directory / f'{Path(name).stem}_test.py'
+    source = DEPLOY_CONFIGS / 'instance-seg' / name
     path.write_text(f"_base_ = [{str(source)!r}]\n"
                     f"onnx_config = dict(input_shape={EXPORT_SHAPE!r})\n"
                     f"codebase_config = dict(post_processing=dict(score_threshold={kit.SCORE_THRESHOLD}, "
@@ -208,3 +211,31 @@ def test_deploy_without_openvino_is_one_clear_line(kit, openvino_export, tmp_pat
     assert len(lines) == 1, result.stderr[-2000:]
     assert 'targets openvino' in lines[0] and 'pip install -r requirements/openvino.txt' in lines[0]
     assert (work_dir / 'end2end.onnx').is_file() and not (work_dir / 'end2end.xml').exists()
+
+
+@pytest.fixture(scope='module')
+def dcnv3op_export(kit, openvino_export):
+    """The same model and checkpoint through instance-seg_openvino-dcnv3op_static-800x1344.py (DCNv3 on the
+    project's kernel inside OpenVINO)."""
+    from ops_dcnv3.functions import extension_available
+    if not extension_available():
+        pytest.skip('ops_dcnv3._C is not built: the OpenVINO DCNv3 op runs the compiled kernel')
+    directory = openvino_export['work_dir'].parent
+    deploy_cfg = _deploy_cfg(directory, kit, 'instance-seg_openvino-dcnv3op_static-800x1344.py')
+    work_dir = directory / 'dcnv3op_work_dir'
+    result = kit.run_deploy(str(deploy_cfg), str(openvino_export['model_cfg']), str(openvino_export['checkpoint']),
+                            str(DEMO_IMAGE), '--work-dir', str(work_dir), '--device', 'cpu')
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work_dir
+
+
+@pytest.mark.slow
+def test_project_kernel_in_openvino_equals_pytorch(dcnv3op_export, reference):
+    from mmdet_custom.deploy.openvino_runner import OpenVINORunner, read_model
+    assert (dcnv3op_export / 'output_openvino.jpg').is_file()
+    types = [op.get_type_name() for op in read_model(str(dcnv3op_export / 'end2end.xml')).get_ordered_ops()]
+    assert types.count('DCNv3') == DCNV3_LAYERS and 'DeformableConvolution' not in types
+    image, expected = reference
+    for file_name in ('end2end.xml', 'end2end.onnx'):
+        runner = OpenVINORunner(str(dcnv3op_export / file_name), precision='fp32', threads=2)
+        assert_agrees(runner(image), expected)
