@@ -13,7 +13,7 @@ pytest.importorskip('openvino', reason='openvino is not installed (pip install -
 onnx = pytest.importorskip('onnx')
 
 from mmdet_custom.deploy import dcnv3_openvino_op, openvino_runner  # noqa: E402
-from ops_dcnv3.functions import dcnv3_core_pytorch, extension_available  # noqa: E402
+from ops_dcnv3.functions import extension_available  # noqa: E402
 
 SHAPES = [(1, 12, 16, 32), (2, 9, 21, 32)]
 
@@ -24,30 +24,9 @@ def custom_node_dcnv3(deform_conv_dcnv3, tmp_path_factory):
     ``path``."""
     if not extension_available():
         pytest.skip('ops_dcnv3._C is not built: the OpenVINO DCNv3 op runs the compiled kernel')
-    from mmcv import Config
-    from mmdeploy.apis.onnx import export
+    path = deform_conv_dcnv3.export(tmp_path_factory.mktemp('dcnv3_node') / 'dcnv3.onnx', 'DCNv3', 'openvino')
     module = deform_conv_dcnv3.module
-    deploy_cfg = Config(dict(backend_config=dict(type='openvino'), dcnv3_onnx_op='DCNv3',
-                             onnx_config=dict(type='onnx', opset_version=19, input_names=['x'], output_names=['y'])))
-    path = tmp_path_factory.mktemp('dcnv3_node') / 'dcnv3.onnx'
-    export(module, torch.randn(1, 12, 16, 32), str(path.with_suffix('')), backend='openvino', input_names=['x'],
-           output_names=['y'], context_info=dict(deploy_cfg=deploy_cfg), opset_version=19,
-           dynamic_axes={'x': {0: 'n', 1: 'h', 2: 'w'}, 'y': {0: 'n', 1: 'h', 2: 'w'}},
-           keep_initializers_as_inputs=False)
     return module, path
-
-
-def _float64_core(module, x):
-    with torch.no_grad():
-        projected = module.input_proj(x)
-        features = module.dw_conv(x.permute(0, 3, 1, 2))
-        offset, mask = module.offset(features), torch.softmax(
-            module.mask(features).view(*features.shape[:3], module.group, -1), -1).flatten(-2)
-        core = dcnv3_core_pytorch(projected.double(), offset.double(), mask.double(), module.kernel_size,
-                                  module.kernel_size, module.stride, module.stride, module.pad, module.pad,
-                                  module.dilation, module.dilation, module.group, module.group_channels,
-                                  module.offset_scale)
-        return module.output_proj(core.float()).numpy()
 
 
 def test_graph_holds_one_custom_node(custom_node_dcnv3):
@@ -65,7 +44,7 @@ def test_graph_holds_one_custom_node(custom_node_dcnv3):
 
 
 @pytest.mark.parametrize('shape', SHAPES)
-def test_float32_equals_pytorch(custom_node_dcnv3, shape):
+def test_float32_equals_pytorch(deform_conv_dcnv3, custom_node_dcnv3, shape):
     module, path = custom_node_dcnv3
     runner = openvino_runner.OpenVINORunner(str(path), precision='fp32', threads=1)
     x = torch.randn(*shape)
@@ -73,7 +52,7 @@ def test_float32_equals_pytorch(custom_node_dcnv3, shape):
     with torch.no_grad():
         expected = module(x).numpy()   # eager: the compiled kernel
     np.testing.assert_allclose(got, expected, atol=2e-4, rtol=2e-4)
-    np.testing.assert_allclose(got, _float64_core(module, x), atol=2e-4, rtol=2e-4)
+    np.testing.assert_allclose(got, deform_conv_dcnv3.float64(x), atol=2e-4, rtol=2e-4)
 
 
 def test_ir_round_trip(custom_node_dcnv3, tmp_path):
