@@ -196,7 +196,7 @@ def test_deploy_without_openvino_is_one_clear_line(kit, openvino_export, tmp_pat
     then one error line names the extra."""
     shadow = tmp_path / 'shadow' / 'openvino'
     shadow.mkdir(parents=True)
-    (shadow / '__init__.py').write_text("raise ImportError('hidden by the test')\n")
+    (shadow / '__init__.py').write_text("raise ModuleNotFoundError('hidden by the test', name='openvino')\n")
     import os
     import subprocess
     import sys
