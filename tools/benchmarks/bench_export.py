@@ -38,6 +38,9 @@ DINO the deformable attention's sampling is not counted), which, like the origin
 as one FLOP, while the matmul counts 2 per multiply-add (its usual GFLOP/s): the ratio as the issue defines it.
 
 ``--dcnv3-op DeformConv`` exports DCNv3 as ONNX's DeformConv (opset 19) instead of GridSample (opset 16).
+OMP_WAIT_POLICY=PASSIVE in the environment speeds up the openvino_dcnv3op variants (PyTorch's OpenMP threads,
+started by the kernel inside OpenVINO, otherwise spin between calls, taking cores from OpenVINO's threads); the
+header prints it.
 ``--only NAME ...`` measures only those variants (pytorch_mmdet, the baseline, always), e.g. ``--only openvino_fp32
 openvino_dcnv3op_fp32`` on a busy machine.
 
@@ -314,7 +317,8 @@ def main() -> None:
     title = 'DINO-4scale InternImage-T' if args.model == 'dino' else 'Mask R-CNN InternImage-T'
     print(f'{title} (DCNv3 exported as {args.dcnv3_op}), input 1x3x{image.shape[2]}x{image.shape[3]} '
           f'(image {height}x{width}), '
-          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights; load average {machine_load()}')
+          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights; load average {machine_load()}; '
+          f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "(unset)")}')
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, DCNv3 compiled kernel in PyTorch: '
           f'{extension_available()}, multi-threaded CPU RoIAlign: {roi_align_kernel_installed()}; '
           f'ONNX export took {export_seconds:.1f} s')
