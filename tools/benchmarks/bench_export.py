@@ -22,10 +22,10 @@ score threshold 0, so the mask head always runs on 100 RoIs, as a trained model'
   openvino_fp32 / openvino_bf16 / openvino_int8   (with ``--dcnv3-op DeformConv`` where openvino is installed) the
                     same ONNX file in OpenVINO (mmdet_custom.deploy.openvino_runner, precision hint and threads set);
                     INT8: NNCF post-training quantization of it (where nncf is installed), calibrated on the input
-  openvino_dcnv3op_fp32 / openvino_dcnv3op_bf16   (likewise) the same detector exported again with
+  openvino_dcnv3op_fp32 / _bf16 / _int8   (likewise) the same detector exported again with
                     ``dcnv3_onnx_op='DCNv3'``: each DCNv3 core one mmdet_custom::DCNv3 node, which OpenVINO runs on
                     this project's compiled DCNv3 CPU kernel (mmdet_custom/deploy/dcnv3_openvino_op.py) instead of its
-                    DeformableConvolution; the rest of the graph as in openvino_fp32 / openvino_bf16
+                    DeformableConvolution; the rest of the graph as in openvino_fp32 / _bf16 / _int8
 
 Latency: median of interleaved repeats (the variants take turns, so a change in machine load hits all of them);
 ratios are PyTorch time / ONNX Runtime time (> 1: ONNX Runtime is faster). Both use the same number of threads.
@@ -245,7 +245,7 @@ def main() -> None:
     export_seconds = time.perf_counter() - start
     dcnv3op_file = None   # DCNv3 as mmdet_custom::DCNv3 nodes, for OpenVINO on the project's kernel
     if (args.dcnv3_op == 'DeformConv' and extension_available()
-            and any(wanted(name, args) for name in ('openvino_dcnv3op_fp32', 'openvino_dcnv3op_bf16'))):
+            and any(wanted(f'openvino_dcnv3op_{precision}', args) for precision in ('fp32', 'bf16', 'int8'))):
         dcnv3op_cfg = deploy_cfg.copy()
         dcnv3op_cfg.dcnv3_onnx_op = 'DCNv3'
         dcnv3op_file = export_onnx(osp.join(work_dir, 'end2end_dcnv3op.onnx'), dcnv3op_cfg)
@@ -335,7 +335,7 @@ def main() -> None:
     for name in ('pytorch_end2end', 'pytorch_mmdet'):
         if name in medians and 'onnxruntime' in medians:
             print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
-    for precision in ('fp32', 'bf16'):
+    for precision in ('fp32', 'bf16', 'int8'):
         reference, project = f'openvino_{precision}', f'openvino_dcnv3op_{precision}'
         if reference in medians and project in medians:
             print(f'  OpenVINO {precision}, DCNv3 on the project kernel instead of DeformableConvolution: '
@@ -352,7 +352,7 @@ def wanted(name: str, args) -> bool:
 
 def add_openvino_variants(variants: dict, onnx_file: str, dcnv3op_file: str | None, ort_input: dict, args) -> str:
     """OpenVINO fp32/bf16 (and INT8 through NNCF where installed) on the exported file, added to ``variants`` where
-    openvino is installed and DCNv3 was exported as DeformConv; fp32/bf16 on ``dcnv3op_file`` (DCNv3 on the
+    openvino is installed and DCNv3 was exported as DeformConv; the same on ``dcnv3op_file`` (DCNv3 on the
     project's kernel) where given; returns a note for the header."""
     import importlib.util
     if importlib.util.find_spec('openvino') is None:
@@ -369,14 +369,17 @@ def add_openvino_variants(variants: dict, onnx_file: str, dcnv3op_file: str | No
         dcnv3op_model = read_model(dcnv3op_file)
         models.update(openvino_dcnv3op_fp32=(dcnv3op_model, 'fp32'), openvino_dcnv3op_bf16=(dcnv3op_model, 'bf16'))
     note = f'OpenVINO {ov.__version__}'
-    if not wanted('openvino_int8', args):
+    int8 = {'openvino_int8': onnx_file, 'openvino_dcnv3op_int8': dcnv3op_file}
+    int8 = {name: path for name, path in int8.items() if path is not None and wanted(name, args)}
+    if not int8:
         note += ', INT8 left out (--only)'
     elif importlib.util.find_spec('nncf') is not None:
         import nncf
-        start = time.perf_counter()
-        quantized = nncf.quantize(read_model(onnx_file), nncf.Dataset(inputs), subset_size=1)
-        models['openvino_int8'] = (quantized, 'fp32')   # INT8 weights/activations; float32 elsewhere
-        note += f', NNCF {nncf.__version__} INT8 (calibrated on the input, {time.perf_counter() - start:.0f} s)'
+        for name, path in int8.items():
+            start = time.perf_counter()
+            quantized = nncf.quantize(read_model(path), nncf.Dataset(inputs), subset_size=1)
+            models[name] = (quantized, 'fp32')   # INT8 weights/activations; float32 elsewhere
+            note += f', {name}: NNCF {nncf.__version__} (calibrated on the input, {time.perf_counter() - start:.0f} s)'
     else:
         note += ', INT8 left out (nncf not installed)'
     for name, (ov_model, precision) in models.items():
