@@ -3,9 +3,9 @@
     python deploy.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMG --work-dir DIR --device cpu [--dump-info] [--test-img ...]
 
 Steps: check the inputs -> SDK info files (``--dump-info``) -> PyTorch to ONNX -> partition (if the deploy config asks)
--> int8 calibration data (if it asks) -> backend files (a TensorRT engine, ...; ONNX Runtime runs ``end2end.onnx`` as
-it is) -> the backend's and PyTorch's results drawn on the test image(s) (``output_<backend>.jpg``,
-``output_pytorch.jpg``).
+-> int8 calibration data (if it asks) -> backend files (a TensorRT engine, OpenVINO IR ``end2end.xml``/``.bin``, ...;
+ONNX Runtime runs ``end2end.onnx`` as it is) -> the backend's and PyTorch's results drawn on the test image(s)
+(``output_<backend>.jpg``, ``output_pytorch.jpg``).
 
 DCNv3 is exported through the standard ``GridSample`` operator (the deploy configs use opset 16), so no ONNX file holds
 a custom DCNv3 node: with the ONNX Runtime deploy configs the file has standard operators only and runs in a stock
@@ -14,7 +14,8 @@ TensorRT plugins remain, as upstream). The DINO family exports too (boxes-only d
 deploy/configs/mmdet/detection/): its deformable attention becomes GridSample as well, through the rewriters of
 ``mmdet_custom.deploy``, so a DINO graph holds standard operators only, for every backend. A deploy config may
 choose ONNX's ``DeformConv`` (opset 19) for DCNv3 instead (``dcnv3_onnx_op = 'DeformConv'``; the ``*_deformconv.py``
-configs): faster in ONNX Runtime, not run by TensorRT or OpenVINO.
+configs): faster in ONNX Runtime, not run by TensorRT. The OpenVINO deploy configs (``*_openvino_*``) choose it too:
+their DeformConv becomes OpenVINO's DeformableConvolution in the conversion to IR.
 
 Behaviour (docs/deviations.md compares it with mmdeploy's tools/deploy.py):
 * every step runs in this process: the torch-2.x patches of mmdeploy (``mmdet_custom.deploy.apply_export_patches``)
@@ -25,7 +26,10 @@ Behaviour (docs/deviations.md compares it with mmdeploy's tools/deploy.py):
 * TensorRT with ``--device cpu`` writes the ONNX file (the export needs no GPU), then stops with an error: the engine
   is built on a CUDA device;
 * ``--quant`` (ncnn int8) needs ncnn and ppq, which are not part of this stack: it is refused with a clear error;
-  deploy configs whose intermediate representation is not ONNX (TorchScript) are refused too.
+  deploy configs whose intermediate representation is not ONNX (TorchScript) are refused too;
+* OpenVINO: the IR is converted, and run for the result picture, with ``mmdet_custom.deploy.openvino_backend`` (the
+  deploy config's ``backend_config.precision`` and ``threads``), not with mmdeploy 0.14's converter and wrapper, which
+  use an API that OpenVINO has removed.
 """
 from __future__ import annotations
 
@@ -112,9 +116,14 @@ def load_configs(deploy_cfg_path: str, model_cfg_path: str):
     if ir_config.get('type') != 'onnx':
         raise UserError(f'deploy_cfg: {deploy_cfg_path} asks for the {ir_config.get("type")!r} intermediate '
                           'representation; this deploy.py exports ONNX only')
+    from mmdeploy.utils import Backend
+
     from mmdet_custom.deploy import chosen_op
+    from mmdet_custom.deploy.openvino_backend import backend_options
     try:
         chosen_op(deploy_cfg)
+        if get_backend(deploy_cfg) == Backend.OPENVINO:
+            backend_options(deploy_cfg)
     except ValueError as error:
         raise UserError(f'deploy_cfg: {deploy_cfg_path}: {error}') from None
     return deploy_cfg, model_cfg
@@ -179,8 +188,12 @@ def run(args: argparse.Namespace) -> None:
         create_calib_input_data(osp.join(args.work_dir, calib_filename), deploy_cfg, model_cfg, args.checkpoint,
                                 dataset_cfg=args.calib_dataset_cfg, dataset_type='val', device=args.device)
 
-    backend_files = to_backend(backend.value, ir_files, work_dir=args.work_dir, deploy_cfg=deploy_cfg,
-                               log_level=logging.getLevelName(args.log_level), device=args.device, uri=args.uri)
+    if backend == Backend.OPENVINO:
+        from mmdet_custom.deploy import openvino_backend
+        backend_files = openvino_backend.to_backend(ir_files, args.work_dir)
+    else:
+        backend_files = to_backend(backend.value, ir_files, work_dir=args.work_dir, deploy_cfg=deploy_cfg,
+                                   log_level=logging.getLevelName(args.log_level), device=args.device, uri=args.uri)
     logger.info(f'{backend.value} files: {list(backend_files)}')
 
     show = args.show and can_show()
@@ -188,7 +201,12 @@ def run(args: argparse.Namespace) -> None:
         logger.warning('--show: no display here; the results are only written to files')
     test_images = args.test_img or [args.img]
     extra = dict(uri=args.uri) if backend == Backend.SNPE else {}
-    backend_model = task_processor.init_backend_model(backend_files, **extra)
+    if backend == Backend.OPENVINO:
+        from mmdet_custom.deploy.openvino_backend import mmdeploy_wrapper
+        with mmdeploy_wrapper(deploy_cfg):
+            backend_model = task_processor.init_backend_model(backend_files, **extra)
+    else:
+        backend_model = task_processor.init_backend_model(backend_files, **extra)
     visualise(task_processor, backend_model, test_images, args.work_dir, backend.value, show, backend_inputs=True)
     visualise(task_processor, torch_model, test_images, args.work_dir, 'pytorch', show, backend_inputs=False)
     logger.info('All process success.')

@@ -8,6 +8,8 @@ one node instead, which is faster there. A deploy config opts in with::
     dcnv3_onnx_op = 'DeformConv'          # default: 'GridSample'
 
 (the ``*_onnxruntime_dynamic_deformconv.py`` configs of deploy/configs/mmdet/detection and instance-seg set both).
+A third choice, ``dcnv3_onnx_op = 'DCNv3'``, writes one custom ``mmdet_custom::DCNv3`` node per layer, which only
+OpenVINO with this project's extension runs, on the project's own CPU kernel (:mod:`.dcnv3_openvino_op`).
 
 DCNv3's core (docs/dcnv3_operator.md) is a depthwise deformable convolution whose weights are all ones and whose
 modulation is the mask; as ``DeformConv``: weight ``(C, 1, kernel_h, kernel_w)`` of ones, ``group = C``,
@@ -25,7 +27,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 OPTION = 'dcnv3_onnx_op'
-CHOICES = ('GridSample', 'DeformConv')
+CHOICES = ('GridSample', 'DeformConv', 'DCNv3')
 DEFORM_CONV_MIN_OPSET = 19
 
 
@@ -126,7 +128,11 @@ def apply_dcnv3_deform_conv_rewriter() -> None:
 
     @FUNCTION_REWRITER.register_rewriter('ops_dcnv3.modules.dcnv3.DCNv3_pytorch._core')
     def dcnv3__core__deform_conv(ctx, self, x, offset, mask):
-        if chosen_op(ctx.cfg) != 'DeformConv':
+        choice = chosen_op(ctx.cfg)
+        if choice == 'DCNv3':
+            from .dcnv3_openvino_op import dcnv3_core_custom_node
+            return dcnv3_core_custom_node(x, offset, mask, *self._geometry())
+        if choice != 'DeformConv':
             return ctx.origin_func(self, x, offset, mask)
         return dcnv3_core_deform_conv(x, offset, mask, self.kernel_size, self.kernel_size, self.stride,
                                       self.stride, self.pad, self.pad, self.dilation, self.dilation, self.group,

@@ -15,6 +15,9 @@ def backend_missing_reason(backend) -> str | None:
     if backend == Backend.ONNXRUNTIME:
         import importlib.util
         return None if importlib.util.find_spec('onnxruntime') else 'the `onnxruntime` package is not installed'
+    if backend == Backend.OPENVINO:
+        from mmdet_custom.deploy.openvino_backend import missing_reason
+        return missing_reason()
     try:
         manager = get_backend_manager(backend.value)
     except Exception:

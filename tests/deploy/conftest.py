@@ -89,6 +89,23 @@ def write_random_checkpoint(model_cfg_path: Path, checkpoint_path: Path, seed: i
     return checkpoint_path
 
 
+def perturb_dcnv3_offsets(checkpoint_path: Path, seed: int = 0) -> Path:
+    """The checkpoint with random DCNv3 offset and mask projections (rewritten in place): DCNv3 initialises them to
+    zero, which samples the regular grid; perturbed, the offsets are several pixels (some samples beyond the map's
+    borders) and the masks uneven, so the deformable sampling is exercised."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+    state_dict = checkpoint['state_dict']
+    for name, tensor in state_dict.items():
+        if '.dcn.offset.' in name:
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * (0.3 if name.endswith('weight') else 2.0))
+        elif '.dcn.mask.weight' in name:
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+    torch.save(checkpoint, checkpoint_path)
+    return checkpoint_path
+
+
 def run_deploy(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'), PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, str(REPO / 'deploy.py'), *args], capture_output=True, text=True,
@@ -106,6 +123,7 @@ def kit() -> SimpleNamespace:
         REPO=REPO, DEPLOY_CONFIGS=DEPLOY_CONFIGS, DEMO_IMAGE=DEMO_IMAGE, SCORE_THRESHOLD=SCORE_THRESHOLD,
         MAX_DETECTIONS=MAX_DETECTIONS,
         write_model_config=write_model_config, write_random_checkpoint=write_random_checkpoint,
+        perturb_dcnv3_offsets=perturb_dcnv3_offsets,
         run_deploy=run_deploy, error_lines=error_lines)
 
 
@@ -120,13 +138,43 @@ def mmdeploy_stack():
     apply_mmdeploy_patches()
 
 
-@pytest.fixture(scope='module')
-def deform_conv_dcnv3(mmdeploy_stack, tmp_path_factory) -> SimpleNamespace:
-    """A DCNv3 module with perturbed offsets (non-zero, some samples beyond the borders) and uneven masks, exported
-    as one ONNX DeformConv (opset 19, dynamic N, H, W): ``module``, ``path``."""
+def export_dcnv3(module, path: Path, dcnv3_onnx_op: str, backend: str = 'onnxruntime') -> Path:
+    """The DCNv3 module exported with mmdeploy at opset 19 (dynamic N, H, W), its core as ``dcnv3_onnx_op`` chooses."""
     import torch
     from mmcv import Config
     from mmdeploy.apis.onnx import export
+    deploy_cfg = Config(dict(backend_config=dict(type=backend), dcnv3_onnx_op=dcnv3_onnx_op,
+                             onnx_config=dict(type='onnx', opset_version=19, input_names=['x'], output_names=['y'])))
+    export(module, torch.randn(1, 12, 16, module.channels), str(path.with_suffix('')), backend=backend,
+           input_names=['x'], output_names=['y'], context_info=dict(deploy_cfg=deploy_cfg), opset_version=19,
+           dynamic_axes={'x': {0: 'n', 1: 'h', 2: 'w'}, 'y': {0: 'n', 1: 'h', 2: 'w'}},
+           keep_initializers_as_inputs=False)
+    return path
+
+
+def float64_core(module, x):
+    """The DCNv3 layer with its core in float64 on the PyTorch core (an independent reference of the sampling)."""
+    import torch
+
+    from ops_dcnv3.functions import dcnv3_core_pytorch
+    with torch.no_grad():
+        projected = module.input_proj(x)
+        features = module.dw_conv(x.permute(0, 3, 1, 2))
+        offset, mask = module.offset(features), torch.softmax(
+            module.mask(features).view(*features.shape[:3], module.group, -1), -1).flatten(-2)
+        core = dcnv3_core_pytorch(projected.double(), offset.double(), mask.double(), module.kernel_size,
+                                  module.kernel_size, module.stride, module.stride, module.pad, module.pad,
+                                  module.dilation, module.dilation, module.group, module.group_channels,
+                                  module.offset_scale)
+        return module.output_proj(core.float()).numpy()
+
+
+@pytest.fixture(scope='module')
+def deform_conv_dcnv3(mmdeploy_stack, tmp_path_factory) -> SimpleNamespace:
+    """A DCNv3 module with perturbed offsets (non-zero, some samples beyond the borders) and uneven masks, exported
+    as one ONNX DeformConv (opset 19, dynamic N, H, W): ``module``, ``path``; ``export(path, dcnv3_onnx_op,
+    backend)`` exports it again, ``float64(x)`` is its float64-core reference."""
+    import torch
 
     from mmdet_custom.deploy import apply_export_rewriters
     from ops_dcnv3.modules.dcnv3 import DCNv3
@@ -137,11 +185,7 @@ def deform_conv_dcnv3(mmdeploy_stack, tmp_path_factory) -> SimpleNamespace:
         module.offset.weight.normal_(0, 0.3)
         module.offset.bias.normal_(0, 2.0)
         module.mask.weight.normal_(0, 0.3)
-    deploy_cfg = Config(dict(backend_config=dict(type='onnxruntime'), dcnv3_onnx_op='DeformConv',
-                             onnx_config=dict(type='onnx', opset_version=19, input_names=['x'], output_names=['y'])))
-    path = tmp_path_factory.mktemp('deform_conv') / 'dcnv3.onnx'
-    export(module, torch.randn(1, 12, 16, 32), str(path.with_suffix('')), backend='onnxruntime', input_names=['x'],
-           output_names=['y'], context_info=dict(deploy_cfg=deploy_cfg), opset_version=19,
-           dynamic_axes={'x': {0: 'n', 1: 'h', 2: 'w'}, 'y': {0: 'n', 1: 'h', 2: 'w'}},
-           keep_initializers_as_inputs=False)
-    return SimpleNamespace(module=module, path=path)
+    path = export_dcnv3(module, tmp_path_factory.mktemp('deform_conv') / 'dcnv3.onnx', 'DeformConv')
+    return SimpleNamespace(module=module, path=path,
+                           export=lambda path, op, backend='onnxruntime': export_dcnv3(module, path, op, backend),
+                           float64=lambda x: float64_core(module, x))

@@ -11,7 +11,6 @@ import torch
 pytest.importorskip('openvino', reason='openvino is not installed (pip install -r requirements/openvino.txt)')
 
 from mmdet_custom.deploy import openvino_runner  # noqa: E402
-from ops_dcnv3.functions import dcnv3_core_pytorch  # noqa: E402
 
 SHAPES = [(1, 12, 16, 32), (2, 9, 21, 32)]
 
@@ -21,27 +20,13 @@ def _expected(module, x):
         return module(x).numpy()
 
 
-def _float64_core(module, x):
-    """The layer with its DCNv3 core in float64 on the PyTorch core (an independent reference of the sampling)."""
-    with torch.no_grad():
-        projected = module.input_proj(x)
-        features = module.dw_conv(x.permute(0, 3, 1, 2))
-        offset, mask = module.offset(features), torch.softmax(
-            module.mask(features).view(*features.shape[:3], module.group, -1), -1).flatten(-2)
-        core = dcnv3_core_pytorch(projected.double(), offset.double(), mask.double(), module.kernel_size,
-                                  module.kernel_size, module.stride, module.stride, module.pad, module.pad,
-                                  module.dilation, module.dilation, module.group, module.group_channels,
-                                  module.offset_scale)
-        return module.output_proj(core.float()).numpy()
-
-
 @pytest.mark.parametrize('shape', SHAPES)
 def test_float32_equals_pytorch(deform_conv_dcnv3, shape):
     runner = openvino_runner.OpenVINORunner(str(deform_conv_dcnv3.path), precision='fp32', threads=1)
     x = torch.randn(*shape)
     got = runner(x.numpy())[0]
     np.testing.assert_allclose(got, _expected(deform_conv_dcnv3.module, x), atol=2e-4, rtol=2e-4)
-    np.testing.assert_allclose(got, _float64_core(deform_conv_dcnv3.module, x), atol=2e-4, rtol=2e-4)
+    np.testing.assert_allclose(got, deform_conv_dcnv3.float64(x), atol=2e-4, rtol=2e-4)
 
 
 def test_bf16_is_close(deform_conv_dcnv3):

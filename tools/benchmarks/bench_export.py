@@ -22,6 +22,10 @@ score threshold 0, so the mask head always runs on 100 RoIs, as a trained model'
   openvino_fp32 / openvino_bf16 / openvino_int8   (with ``--dcnv3-op DeformConv`` where openvino is installed) the
                     same ONNX file in OpenVINO (mmdet_custom.deploy.openvino_runner, precision hint and threads set);
                     INT8: NNCF post-training quantization of it (where nncf is installed), calibrated on the input
+  openvino_dcnv3op_fp32 / _bf16 / _int8   (likewise) the same detector exported again with
+                    ``dcnv3_onnx_op='DCNv3'``: each DCNv3 core one mmdet_custom::DCNv3 node, which OpenVINO runs on
+                    this project's compiled DCNv3 CPU kernel (mmdet_custom/deploy/dcnv3_openvino_op.py) instead of its
+                    DeformableConvolution; the rest of the graph as in openvino_fp32 / _bf16 / _int8
 
 Latency: median of interleaved repeats (the variants take turns, so a change in machine load hits all of them);
 ratios are PyTorch time / ONNX Runtime time (> 1: ONNX Runtime is faster). Both use the same number of threads.
@@ -34,10 +38,15 @@ DINO the deformable attention's sampling is not counted), which, like the origin
 as one FLOP, while the matmul counts 2 per multiply-add (its usual GFLOP/s): the ratio as the issue defines it.
 
 ``--dcnv3-op DeformConv`` exports DCNv3 as ONNX's DeformConv (opset 19) instead of GridSample (opset 16).
+OMP_WAIT_POLICY=PASSIVE in the environment speeds up the openvino_dcnv3op variants (PyTorch's OpenMP threads,
+started by the kernel inside OpenVINO, otherwise spin between calls, taking cores from OpenVINO's threads); the
+header prints it.
+``--only NAME ...`` measures only those variants (pytorch_mmdet, the baseline, always), e.g. ``--only openvino_fp32
+openvino_dcnv3op_fp32`` on a busy machine.
 
 usage: python tools/benchmarks/bench_export.py [--model mask_rcnn|dino] [--dcnv3-op GridSample|DeformConv]
                                                [--repeats 3] [--threads 2] [--size 800 1333] [--work-dir DIR]
-                                               [--no-compile]
+                                               [--no-compile] [--only NAME ...]
 """
 from __future__ import annotations
 
@@ -157,6 +166,8 @@ def main() -> None:
     parser.add_argument('--size', type=int, nargs=2, default=(800, 1333), metavar=('HEIGHT', 'WIDTH'))
     parser.add_argument('--work-dir', default=None, help='keep the exported files here (default: a temp dir)')
     parser.add_argument('--no-compile', action='store_true', help='leave out the torch.compile variants')
+    parser.add_argument('--only', nargs='+', default=None, metavar='NAME',
+                        help='measure only these variants (pytorch_mmdet, the baseline, always)')
     args = parser.parse_args()
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
 
@@ -207,6 +218,7 @@ def main() -> None:
     extra_models = {'mmdet_bf16': ('bf16', False)}
     if not args.no_compile:
         extra_models.update(mmdet_compiled=('fp32', True), mmdet_bf16_compiled=('bf16', True))
+    extra_models = {name: value for name, value in extra_models.items() if wanted(name, args)}
     mmdet_models = {'pytorch_mmdet': model}
     for name, (precision, compiled) in extra_models.items():
         mmdet_models[name] = compile_backbone(
@@ -217,13 +229,24 @@ def main() -> None:
 
     onnx_file = osp.join(work_dir, 'end2end.onnx')
     onnx_cfg = get_onnx_config(deploy_cfg)
+
+    def export_onnx(path, cfg):
+        export(model, image, osp.splitext(path)[0], backend='onnxruntime', input_metas=dict(img_metas=img_metas),
+               context_info=dict(deploy_cfg=cfg), input_names=onnx_cfg['input_names'],
+               output_names=onnx_cfg['output_names'], opset_version=onnx_cfg['opset_version'],
+               dynamic_axes=get_dynamic_axes(cfg, onnx_cfg['input_names'] + onnx_cfg['output_names']),
+               keep_initializers_as_inputs=False)
+        return path
+
     start = time.perf_counter()
-    export(model, image, osp.splitext(onnx_file)[0], backend='onnxruntime', input_metas=dict(img_metas=img_metas),
-           context_info=dict(deploy_cfg=deploy_cfg), input_names=onnx_cfg['input_names'],
-           output_names=onnx_cfg['output_names'], opset_version=onnx_cfg['opset_version'],
-           dynamic_axes=get_dynamic_axes(deploy_cfg, onnx_cfg['input_names'] + onnx_cfg['output_names']),
-           keep_initializers_as_inputs=False)
+    export_onnx(onnx_file, deploy_cfg)
     export_seconds = time.perf_counter() - start
+    dcnv3op_file = None   # DCNv3 as mmdet_custom::DCNv3 nodes, for OpenVINO on the project's kernel
+    if (args.dcnv3_op == 'DeformConv' and extension_available()
+            and any(wanted(f'openvino_dcnv3op_{precision}', args) for precision in ('fp32', 'bf16', 'int8'))):
+        dcnv3op_cfg = deploy_cfg.copy()
+        dcnv3op_cfg.dcnv3_onnx_op = 'DCNv3'
+        dcnv3op_file = export_onnx(osp.join(work_dir, 'end2end_dcnv3op.onnx'), dcnv3op_cfg)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -267,7 +290,8 @@ def main() -> None:
         variants['mmdet_mmcv_roialign'] = run_pytorch_mmdet_mmcv_roi_align
     for name in extra_models:
         variants[name] = mmdet_runner(mmdet_models[name])
-    openvino_note = add_openvino_variants(variants, onnx_file, ort_input, args)
+    variants = {name: function for name, function in variants.items() if wanted(name, args)}
+    openvino_note = add_openvino_variants(variants, onnx_file, dcnv3op_file, ort_input, args)
     # Kept detections (score > 0: mmdeploy's end-to-end NMS appends one all-zero padding row); warm-up runs (the
     # compiled variants compile here).
     detections, warm_up = {}, {}
@@ -291,7 +315,8 @@ def main() -> None:
     title = 'DINO-4scale InternImage-T' if args.model == 'dino' else 'Mask R-CNN InternImage-T'
     print(f'{title} (DCNv3 exported as {args.dcnv3_op}), input 1x3x{image.shape[2]}x{image.shape[3]} '
           f'(image {height}x{width}), '
-          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights; load average {machine_load()}')
+          f'{args.threads} threads, {args.repeats} interleaved repeats, random weights; load average {machine_load()}; '
+          f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "(unset)")}')
     print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, DCNv3 compiled kernel in PyTorch: '
           f'{extension_available()}, multi-threaded CPU RoIAlign: {roi_align_kernel_installed()}; '
           f'ONNX export took {export_seconds:.1f} s')
@@ -306,15 +331,27 @@ def main() -> None:
               f'efficiency {gflops / median / matmul:.3f} | {gflops / median / matmul_bf16:.3f}   '
               f'(runs: {", ".join(f"{t:.3f}" for t in times[name])}; {detections[name]} detections{compile_note})')
     for name in ('pytorch_end2end', 'pytorch_mmdet'):
-        print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
+        if name in medians and 'onnxruntime' in medians:
+            print(f'  speed-up of onnxruntime over {name}: {medians[name] / medians["onnxruntime"]:.2f}x')
+    for precision in ('fp32', 'bf16', 'int8'):
+        reference, project = f'openvino_{precision}', f'openvino_dcnv3op_{precision}'
+        if reference in medians and project in medians:
+            print(f'  OpenVINO {precision}, DCNv3 on the project kernel instead of DeformableConvolution: '
+                  f'{medians[reference] / medians[project]:.2f}x')
     if 'mmdet_mmcv_roialign' in medians:
         print(f'  multi-threaded RoIAlign lever: mmdet inference {medians["mmdet_mmcv_roialign"]:.3f} s -> '
               f'{medians["pytorch_mmdet"]:.3f} s ({medians["mmdet_mmcv_roialign"] / medians["pytorch_mmdet"]:.2f}x)')
 
 
-def add_openvino_variants(variants: dict, onnx_file: str, ort_input: dict, args) -> str:
+def wanted(name: str, args) -> bool:
+    """The variant is measured (``--only``; the baseline always)."""
+    return args.only is None or name == 'pytorch_mmdet' or name in args.only
+
+
+def add_openvino_variants(variants: dict, onnx_file: str, dcnv3op_file: str | None, ort_input: dict, args) -> str:
     """OpenVINO fp32/bf16 (and INT8 through NNCF where installed) on the exported file, added to ``variants`` where
-    openvino is installed and DCNv3 was exported as DeformConv; returns a note for the header."""
+    openvino is installed and DCNv3 was exported as DeformConv; the same on ``dcnv3op_file`` (DCNv3 on the
+    project's kernel) where given; returns a note for the header."""
     import importlib.util
     if importlib.util.find_spec('openvino') is None:
         return 'OpenVINO: not installed (pip install -r requirements/openvino.txt)'
@@ -326,16 +363,26 @@ def add_openvino_variants(variants: dict, onnx_file: str, ort_input: dict, args)
     model = read_model(onnx_file)
     inputs = [ort_input['input']]
     models = {'openvino_fp32': (model, 'fp32'), 'openvino_bf16': (model, 'bf16')}
+    if dcnv3op_file is not None:
+        dcnv3op_model = read_model(dcnv3op_file)
+        models.update(openvino_dcnv3op_fp32=(dcnv3op_model, 'fp32'), openvino_dcnv3op_bf16=(dcnv3op_model, 'bf16'))
     note = f'OpenVINO {ov.__version__}'
-    if importlib.util.find_spec('nncf') is not None:
+    int8 = {'openvino_int8': onnx_file, 'openvino_dcnv3op_int8': dcnv3op_file}
+    int8 = {name: path for name, path in int8.items() if path is not None and wanted(name, args)}
+    if not int8:
+        note += ', INT8 left out (--only)'
+    elif importlib.util.find_spec('nncf') is not None:
         import nncf
-        start = time.perf_counter()
-        quantized = nncf.quantize(read_model(onnx_file), nncf.Dataset(inputs), subset_size=1)
-        models['openvino_int8'] = (quantized, 'fp32')   # INT8 weights/activations; float32 elsewhere
-        note += f', NNCF {nncf.__version__} INT8 (calibrated on the input, {time.perf_counter() - start:.0f} s)'
+        for name, path in int8.items():
+            start = time.perf_counter()
+            quantized = nncf.quantize(read_model(path), nncf.Dataset(inputs), subset_size=1)
+            models[name] = (quantized, 'fp32')   # INT8 weights/activations; float32 elsewhere
+            note += f', {name}: NNCF {nncf.__version__} (calibrated on the input, {time.perf_counter() - start:.0f} s)'
     else:
         note += ', INT8 left out (nncf not installed)'
     for name, (ov_model, precision) in models.items():
+        if not wanted(name, args):
+            continue
         request = compile_model(ov_model, precision, args.threads).create_infer_request()
         variants[name] = lambda request=request: list(request.infer(inputs).values())
     return note
