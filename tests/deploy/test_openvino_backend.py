@@ -106,10 +106,8 @@ def _pytorch_reference(export):
     from mmdeploy.utils import IR, get_input_shape, load_config
 
     import mmdet_custom  # noqa: F401
-    from mmcv_custom.mmdeploy_compat import apply_mmdeploy_patches
-    from mmdet_custom.deploy import apply_export_rewriters
-    apply_mmdeploy_patches()
-    apply_export_rewriters()
+    from mmdet_custom.deploy import apply_export_patches
+    apply_export_patches()
     deploy_cfg, model_cfg = load_config(str(export['deploy_cfg']), str(export['model_cfg']))
     deploy_cfg.dcnv3_onnx_op = 'GridSample'
     task_processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
