@@ -117,7 +117,10 @@ PY
 )
         [ -z "$nvidia_includes" ] || export CPATH="$nvidia_includes${CPATH:+:$CPATH}"
     fi
+    # Through pch_cxx.sh: the ATen headers every op source starts with (pytorch_cpp_helper.hpp) are parsed once, not
+    # ~60 times (the same objects, built ~3x faster; pch_cxx.sh says how). $CXX, if set, stays the compiler.
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="$cflags" \
+        CXX="$(dirname "$PIP")/pch_cxx.sh" PCH_REAL_CXX="${CXX:-c++}" PCH_HEADER=pytorch_cpp_helper.hpp \
         bash "$PIP" "$PYTHON" wheel --no-deps --no-build-isolation -w "$wheel_dir" .)
     echo "[mmcv-full] built in $(( $(date +%s) - build_start )) s:" \
          "$(du -h "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl | cut -f1) ($ops_tag)"
