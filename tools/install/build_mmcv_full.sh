@@ -57,18 +57,37 @@ if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # MMCV_SDIST=path/to/mmcv-full-1.7.2.tar.gz builds from that file instead of downloading it (a machine without
-    # a package registry; Python 3.13, where pip's own metadata step runs the unpatched setup.py and fails).
+    # a package registry).
+    download_sdist() {  # PYTHON [PIP OPTION...]: pip download of the source archive into $work
+        bash "$PIP" "$1" download --quiet --no-deps --no-binary :all: "${@:2}" "mmcv-full==$MMCV_VERSION" -d "$work"
+    }
     if [ -n "${MMCV_SDIST:-}" ]; then
         cp "$MMCV_SDIST" "$work/mmcv-full-$MMCV_VERSION.tar.gz"
-    elif ! bash "$PIP" "$PYTHON" download --quiet --no-deps --no-build-isolation --no-binary :all: \
-            "mmcv-full==$MMCV_VERSION" -d "$work"; then
-        if "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
+    elif "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
+        # On Python 3.13+ pip cannot fetch it: pip reads an archive's metadata by running its setup.py, whose
+        # get_version() Python 3.13 breaks (PEP 667; patched below, for the build). The archive is the same file
+        # for every Python, so a Python 3.12 or 3.11 on this machine fetches it, in pip's build isolation with
+        # setuptools < 82 (the constraints file; setup.py imports pkg_resources).
+        fetched=""
+        for other in python3.12 python3.11; do
+            if other_python=$(bash "$(dirname "$PIP")/find_python.sh" "$other" 2>/dev/null) \
+                    && "$other_python" -m pip --version >/dev/null 2>&1 \
+                    && PIP_CONSTRAINT="$(cd "$(dirname "$PIP")/../.." && pwd)/requirements/constraints.txt" \
+                       download_sdist "$other_python"; then
+                fetched=$other_python
+                break
+            fi
+        done
+        if [ -z "$fetched" ]; then
             echo "[mmcv-full] on Python 3.13+ pip cannot read mmcv-full $MMCV_VERSION's metadata (its setup.py reads" \
-                 "exec's locals(), PEP 667); download it with a Python <= 3.12 (e.g. \`.venv/bin/python -m pip" \
-                 "download --no-deps --no-build-isolation --no-binary :all: mmcv-full==$MMCV_VERSION -d DIR\`) and" \
-                 "pass MMCV_SDIST=DIR/mmcv-full-$MMCV_VERSION.tar.gz" >&2
+                 "exec's locals(), PEP 667), and no Python 3.12/3.11 with pip was found to fetch it; download it" \
+                 "with one (\`python3.12 -m pip download --no-deps --no-binary :all: mmcv-full==$MMCV_VERSION" \
+                 "-d DIR\`) and pass MMCV_SDIST=DIR/mmcv-full-$MMCV_VERSION.tar.gz" >&2
+            exit 1
         fi
-        exit 1
+        echo "[mmcv-full] source archive fetched with $fetched (Python 3.13's pip cannot read its metadata)"
+    else
+        download_sdist "$PYTHON" --no-build-isolation  # this environment's setuptools < 82 reads the metadata
     fi
     tar -xzf "$work/mmcv-full-$MMCV_VERSION.tar.gz" -C "$work"
     src="$work/mmcv-full-$MMCV_VERSION"
@@ -119,8 +138,9 @@ PY
     fi
     # Through pch_cxx.sh: the ATen headers every op source starts with (pytorch_cpp_helper.hpp) are parsed once, not
     # ~60 times (the same objects, built ~3x faster; pch_cxx.sh says how). $CXX, if set, stays the compiler.
+    real_cxx=${CXX:-c++}  # read before the line below sets CXX (bash expands prefix assignments in order)
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="$cflags" \
-        CXX="$(dirname "$PIP")/pch_cxx.sh" PCH_REAL_CXX="${CXX:-c++}" PCH_HEADER=pytorch_cpp_helper.hpp \
+        CXX="$(dirname "$PIP")/pch_cxx.sh" PCH_REAL_CXX="$real_cxx" PCH_HEADER=pytorch_cpp_helper.hpp \
         bash "$PIP" "$PYTHON" wheel --no-deps --no-build-isolation -w "$wheel_dir" .)
     echo "[mmcv-full] built in $(( $(date +%s) - build_start )) s:" \
          "$(du -h "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl | cut -f1) ($ops_tag)"

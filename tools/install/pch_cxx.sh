@@ -15,6 +15,10 @@ set -euo pipefail
 
 real_cxx=${PCH_REAL_CXX:-c++}
 header=${PCH_HEADER:-}
+if [ "$(readlink -f "$(command -v "$real_cxx" || echo "$real_cxx")")" = "$(readlink -f "$0")" ]; then
+    echo "pch_cxx.sh: PCH_REAL_CXX names this wrapper itself; set it to the compiler (e.g. c++)" >&2
+    exit 2
+fi
 [ -n "$header" ] || exec "$real_cxx" "$@"
 
 # The source being compiled (a .cpp/.cc/.cxx that exists), the include folders, and the flags the precompiled

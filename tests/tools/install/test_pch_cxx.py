@@ -131,3 +131,10 @@ def test_a_failed_precompile_falls_back_to_reading_the_header(project):
     assert 'could not precompile' in result.stderr
     assert precompiled(project) == []
     assert run_linked(project, 'fallback.o') == '9'
+
+
+def test_the_wrapper_as_its_own_compiler_is_an_error_not_a_loop(project):
+    # CXX=pch_cxx.sh PCH_REAL_CXX="${CXX}" on one bash line expands to the wrapper itself: it would exec itself forever.
+    result = subprocess.run(['bash', str(WRAPPER), '-v'], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, 'PCH_HEADER': 'shared.hpp', 'PCH_REAL_CXX': str(WRAPPER)})
+    assert result.returncode == 2 and 'names this wrapper itself' in result.stderr
