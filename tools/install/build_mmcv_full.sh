@@ -53,7 +53,7 @@ if [ "$installed" = yes ] && [ -f "$wheel_dir/BUILT_AGAINST" ] \
 fi
 
 if ! ls "$wheel_dir"/mmcv_full-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-    echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (CPU ops: 15-25 min on 2 cores; CUDA ops: about an hour)"
+    echo "[mmcv-full] no cached wheel for torch $torch_version ($py_tag): building from source (CPU ops: ~4 min on 2 cores; CUDA ops: ~40 min)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # MMCV_SDIST=path/to/mmcv-full-1.7.2.tar.gz builds from that file instead of downloading it (a machine without
