@@ -11,6 +11,9 @@ is valid at the exported opset, and are unchanged below opset 13.
 """
 from __future__ import annotations
 
+import builtins
+import sys
+
 from mmcv_custom.cli.errors import UserError
 from mmcv_custom.stack_check import installed_version
 
@@ -177,7 +180,44 @@ def _patch_mmdeploy_grid_priors_trt_symbolic() -> None:
     GridPriorsTRTOp.symbolic = symbolic
 
 
+def _frame_exec(source, globals=None, locals=None):
+    """``exec`` as before Python 3.13: without a namespace, in the caller's globals and its frame's locals."""
+    if globals is None:
+        frame = sys._getframe(1)
+        globals, locals = frame.f_globals, frame.f_locals
+    return builtins.exec(source, globals, locals)
+
+
+def _frame_eval(source, globals=None, locals=None):
+    """``eval`` as before Python 3.13 (see :func:`_frame_exec`)."""
+    if globals is None:
+        frame = sys._getframe(1)
+        globals, locals = frame.f_globals, frame.f_locals
+    return builtins.eval(source, globals, locals)
+
+
+def _patch_mmdeploy_rewriter_exec_locals() -> None:
+    """Symptom, Python 3.13: every export stops with ``NameError: name 'mmdeploy' is not defined`` (or ``'mmdet'``,
+    ``'torch'``) in ``mmdeploy/core/rewriters/function_rewriter.py``, ``_set_func``.
+
+    mmdeploy's rewriter helpers (``_set_func``, ``_del_func``, ``import_function``, ``eval_with_import``) run
+    ``exec('import mmdeploy.x')`` and then ``eval('mmdeploy.x.f')`` in the same function, relying on ``exec`` binding
+    the module in the function's locals. From 3.13 on (PEP 667) ``exec``/``eval`` without a namespace work on a fresh
+    snapshot of the locals each call, so the import is lost. The two modules get module-level ``exec``/``eval`` that
+    pass the caller's frame locals explicitly (a write-through view on 3.13, the frame's one locals dict before), which
+    is the behaviour the helpers were written for. Before 3.13 nothing is changed.
+    """
+    if sys.version_info < (3, 13):
+        return
+    from mmdeploy.core.rewriters import function_rewriter, rewriter_utils
+
+    for module in (function_rewriter, rewriter_utils):
+        module.exec = _frame_exec
+        module.eval = _frame_eval
+
+
 MMDEPLOY_PATCHES = (
+    _patch_mmdeploy_rewriter_exec_locals,
     _patch_mmdeploy_torchscript_exporter,
     _patch_mmdeploy_roi_align_symbolic,
     _patch_mmdeploy_squeeze_symbolic,

@@ -135,3 +135,33 @@ def test_export_uses_torchscript_exporter_and_patches_are_idempotent(mmdeploy_st
     model = _export(mmdeploy_stack, _GridSample(), [torch.randn(1, 2, 5, 5), torch.rand(1, 3, 3, 2)],
                     tmp_path / 'ts.onnx', opset=11)
     assert any(n.domain == 'mmdeploy' for n in model.graph.node)
+
+
+def test_rewriter_helpers_resolve_paths_through_their_own_imports(mmdeploy_stack, monkeypatch):
+    # Python 3.13 (PEP 667): without the patch each of these stops with NameError ('mmdet', 'torch', the probe module
+    # is not defined): mmdeploy's helpers exec an import, then eval the path in the same function. Before 3.13 the
+    # patch is not applied and the helpers work as written.
+    import sys
+    import types
+
+    from mmdeploy.core.rewriters.function_rewriter import _del_func, _set_func
+    from mmdeploy.core.rewriters.rewriter_utils import eval_with_import, import_function
+    from mmdet.models.detectors.base import BaseDetector
+
+    assert import_function('mmdet.models.detectors.base.BaseDetector.forward') == (BaseDetector.forward, BaseDetector)
+    assert eval_with_import('torch.Tensor.repeat') is torch.Tensor.repeat
+
+    probe = types.ModuleType('internimage_rewriter_probe')
+
+    def original():
+        return 'original'
+
+    def rewritten():
+        return 'rewritten'
+
+    probe.func = original
+    monkeypatch.setitem(sys.modules, probe.__name__, probe)
+    _set_func(f'{probe.__name__}.func', rewritten)
+    assert probe.func() == 'rewritten'
+    _del_func(f'{probe.__name__}.func')
+    assert not hasattr(probe, 'func')
