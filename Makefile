@@ -17,7 +17,7 @@ BUILD_REQUIREMENTS ?= requirements/build.txt
 REQUIREMENTS ?= requirements.txt
 DEPLOY_REQUIREMENTS ?= requirements/deploy-nodeps.txt
 
-# The smoke set CI runs on the Python 3.12 and 3.13 stacks (numpy 2): the numpy/torch compat patches, the stack
+# The smoke set CI runs on the Python 3.12 stack (numpy 2; 3.13 likewise by hand): the numpy/torch compat patches, the stack
 # check and pins, the DCNv3/DCNv4 op tests through Python (the C++-only host-harness and compile tests do not depend
 # on the Python version and run in the full suite), the backbones, one train + test run of the demo config with
 # `--eval bbox segm`, and the ONNX export round trip. `make smoke PYTHON=python3.12 VENV=.venv312`.
